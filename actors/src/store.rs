@@ -1,0 +1,112 @@
+//! What a calendar actor needs from storage, as a trait.
+//!
+//! The server implements it for PostgreSQL (and later an embedded store); the
+//! actors never see SQL. Writes come in batches so one transaction can commit
+//! many claims ("group commit"); each operation has its own outcome so one
+//! lost race does not fail its neighbours.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Appointment, AppointmentId, AppointmentStatus, DoctorId, DoctorSchedule, TimeRange, UserId,
+};
+
+/// The storage backend failed as a whole (connection lost, disk full, …).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("storage unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// One write in a batch.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Insert a new `held` or `booked` appointment. Expired holds that still
+    /// occupy the range (left by a crashed node) are cancelled first.
+    Insert {
+        /// The appointment, fully formed by the calendar.
+        appointment: Appointment,
+        /// Who asked.
+        by: UserId,
+    },
+    /// Move an active appointment to a new time, atomically: if the new time
+    /// is taken, nothing changes.
+    Reschedule {
+        /// Which appointment.
+        id: AppointmentId,
+        /// The new visit time.
+        time: TimeRange,
+        /// The new busy block.
+        block: TimeRange,
+        /// Who asked.
+        by: UserId,
+        /// Refuse if the *current* start is not after this instant
+        /// (the patient cancellation cut-off).
+        starts_after: Option<DateTime<Utc>>,
+    },
+    /// Change status (confirm a hold, cancel, mark completed or no-show).
+    SetStatus {
+        /// Which appointment.
+        id: AppointmentId,
+        /// Allowed current statuses.
+        from: Vec<AppointmentStatus>,
+        /// New status.
+        to: AppointmentStatus,
+        /// Who asked (`None` for the system, e.g. hold expiry).
+        by: Option<UserId>,
+        /// Why (kept for cancellations).
+        reason: Option<String>,
+        /// Refuse if the current start is not after this instant.
+        starts_after: Option<DateTime<Utc>>,
+        /// For confirming a hold: refuse if the hold lapsed before this.
+        hold_valid_at: Option<DateTime<Utc>>,
+    },
+}
+
+/// Why a single write in a batch did not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The exclusion constraint fired: another active appointment overlaps.
+    #[error("slot taken")]
+    SlotTaken,
+    /// The patient already used this idempotency key; here is what it made.
+    #[error("idempotency key already used")]
+    Duplicate(Box<Appointment>),
+    /// No such appointment.
+    #[error("appointment not found")]
+    NotFound,
+    /// The appointment is not in a status that allows this change.
+    #[error("appointment is {0}")]
+    InvalidTransition(AppointmentStatus),
+    /// Too close to the start for this change.
+    #[error("cut-off passed")]
+    CutoffPassed,
+    /// The hold lapsed before it was confirmed.
+    #[error("hold expired")]
+    HoldExpired,
+    /// Anything else the store refused.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Storage as seen by a doctor's calendar.
+#[async_trait]
+pub trait CalendarStore: Send + Sync + 'static {
+    /// The doctor's rules, exceptions, visit types and clinic settings;
+    /// `None` if there is no such (active) doctor.
+    async fn load_schedule(&self, doctor: DoctorId) -> Result<Option<DoctorSchedule>, StoreError>;
+
+    /// Active (held or booked) appointments of the doctor ending after `since`.
+    async fn load_active(
+        &self,
+        doctor: DoctorId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Appointment>, StoreError>;
+
+    /// Applies `ops` in order in one transaction. The outer error means
+    /// nothing was written; otherwise there is one outcome per op.
+    async fn commit_batch(
+        &self,
+        doctor: DoctorId,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<Appointment, OpError>>, StoreError>;
+}
