@@ -1,1 +1,26 @@
+//! DocSpot: a real-time doctor appointment booking server.
+//!
+//! A booking travels one way: HTTP handler ([`routes`]) → the doctor's
+//! calendar actor (`docspot_actors`, decides in memory) → [`store`] (batched
+//! commit, PostgreSQL as the arbiter).
+//!
+//! # Layout
+//! - [`config`]: layered settings (`config/base.toml` + env file + `DOCSPOT_…`).
+//! - [`startup`]: builds the server from settings and a bound listener.
+//! - [`routes`]: HTTP handlers and the OpenAPI document.
+//! - [`auth`]: password hashing, access and refresh tokens, the caller extractor.
+//! - [`error`]: the one mapping from errors to RFC 9457 problem+json.
+//! - [`store`]: the storage trait and its PostgreSQL implementation.
+//! - [`domain`]: server-side value types (e-mail, password, role).
+//! - [`demo`]: the demo clinic and its synthetic booking history.
+//! - [`telemetry`]: logging set-up.
 
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,117 @@
-fn main(){}
+//! The `docspot` command: serve, migrate, seed the demo, manage admins.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use docspot::{
+    auth::hash_password,
+    config::Settings,
+    demo,
+    domain::{Email, Password, Role},
+    startup::{Application, open_store},
+    store::{NewUser, Store},
+    telemetry,
+};
+use docspot_actors::domain::ClinicId;
+
+#[derive(Parser)]
+#[command(name = "docspot", version, about = "Real-time doctor appointment booking server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Create the database if needed and apply migrations.
+    Migrate,
+    /// Seed the demo clinic (doctors, hours, patients, past appointments).
+    Demo {
+        /// How many past appointments to generate.
+        #[arg(long, default_value_t = 5000)]
+        past: usize,
+    },
+    /// Manage admin accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a clinic admin (without --clinic: a platform admin).
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+        #[arg(long)]
+        clinic: Option<String>,
+    },
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load().context("loading configuration")?;
+    telemetry::init(&settings.log);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings.clone()).await.context("starting DocSpot")?;
+            tracing::info!(listen = %settings.listen, "DocSpot is serving on http://{}", settings.listen);
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            open_store(&settings, true).await?;
+            println!("database is up to date");
+        }
+        Command::Demo { past } => {
+            let store = open_store(&settings, true).await?;
+            let r = demo::seed(store.as_ref(), past).await?;
+            if r.already_seeded {
+                println!("the demo clinic exists already; nothing to do");
+            } else {
+                println!(
+                    "seeded {} doctors, {} patients and {} past appointments\n\
+                     sign in as admin@demo.docspot.test, doctor1@demo.docspot.test or \
+                     patient1@demo.docspot.test with password {:?}",
+                    r.doctors, r.patients, r.past_appointments, demo::DEMO_PASSWORD
+                );
+            }
+        }
+        Command::Admin { command: AdminCommand::Create { email, password, name, clinic } } => {
+            let store = open_store(&settings, true).await?;
+            let email = Email::parse(&email)?;
+            let password = Password::parse(&password)?;
+            let clinic_id = clinic.as_deref().map(ClinicId::parse).transpose()?;
+            let password_hash = hash_password(password.expose()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let user = store
+                .create_user(NewUser { email, name, role: Role::ClinicAdmin, doctor_id: None, clinic_id, password_hash })
+                .await?;
+            println!("created admin {} ({})", user.email, user.id);
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,253 @@
+//! Accounts and tokens: argon2id password hashes, short-lived JWT access
+//! tokens carrying the role, and rotating refresh tokens.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use base64::Engine;
+use chrono::Utc;
+use docspot_actors::domain::{ClinicId, DoctorId, UserId};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{config::AuthSettings, domain::Role, error::ApiError, store::UserRecord};
+
+/// Hashes a password with argon2id (OWASP-recommended defaults). CPU-heavy:
+/// call it from a blocking thread.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+/// Checks a password against a stored hash. CPU-heavy, like hashing.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Runs argon2 off the async workers.
+pub async fn hash_password_blocking(password: String) -> Result<String, ApiError> {
+    web::block(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()))?
+        .map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e.to_string()))
+}
+
+/// The claims inside an access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: UserId,
+    /// Role.
+    pub role: Role,
+    /// For doctors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doctor_id: Option<DoctorId>,
+    /// For clinic admins (absent: every clinic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clinic_id: Option<ClinicId>,
+    /// Issuer.
+    pub iss: String,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Expires (Unix seconds).
+    pub exp: i64,
+}
+
+/// Issues and checks access tokens.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    kid: String,
+    issuer: String,
+    /// Access token lifetime in seconds.
+    pub access_ttl: i64,
+    /// Refresh token lifetime in seconds.
+    pub refresh_ttl: i64,
+}
+
+impl TokenKeys {
+    /// From settings; an empty secret gets a random per-process key.
+    pub fn from_settings(s: &AuthSettings) -> Self {
+        let secret: Vec<u8> = if s.jwt_secret.expose_secret().is_empty() {
+            tracing::warn!(
+                "auth.jwt_secret is empty: using a random key; tokens will not survive a restart \
+                 and other nodes will not accept them (set DOCSPOT_AUTH__JWT_SECRET)"
+            );
+            let mut k = vec![0u8; 32];
+            rand::rng().fill_bytes(&mut k);
+            k
+        } else {
+            s.jwt_secret.expose_secret().as_bytes().to_vec()
+        };
+        Self {
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+            kid: s.jwt_kid.clone(),
+            issuer: s.issuer.clone(),
+            access_ttl: s.access_token_ttl_secs as i64,
+            refresh_ttl: s.refresh_token_ttl_secs as i64,
+        }
+    }
+
+    /// A signed access token for `user`.
+    pub fn issue(&self, user: &UserRecord) -> Result<String, ApiError> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user.id,
+            role: user.role,
+            doctor_id: user.doctor_id,
+            clinic_id: user.clinic_id,
+            iss: self.issuer.clone(),
+            iat: now,
+            exp: now + self.access_ttl,
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| {
+            ApiError::new(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "token_signing_failed",
+                e.to_string(),
+            )
+        })
+    }
+
+    /// Checks signature, issuer and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_issuer(&[&self.issuer]);
+        v.leeway = 5;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+            .map(|d| d.claims)
+            .map_err(|e| ApiError::unauthorized(format!("invalid access token: {e}")))
+    }
+}
+
+/// A fresh opaque refresh token and the digest stored for it.
+pub fn new_refresh_token() -> (String, Vec<u8>) {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let digest = refresh_digest(&token);
+    (token, digest)
+}
+
+/// The stored form of a refresh token: its SHA-256 digest.
+pub fn refresh_digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The signed-in caller, from `Authorization: Bearer …`.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// User id.
+    pub id: UserId,
+    /// Role.
+    pub role: Role,
+    /// For doctors.
+    pub doctor_id: Option<DoctorId>,
+    /// For clinic admins (`None`: all clinics).
+    pub clinic_id: Option<ClinicId>,
+}
+
+impl AuthUser {
+    /// Whether the caller administers `clinic`.
+    pub fn administers(&self, clinic: ClinicId) -> bool {
+        self.role == Role::ClinicAdmin && self.clinic_id.is_none_or(|c| c == clinic)
+    }
+
+    /// Whether the caller is a platform-wide admin (no clinic restriction).
+    pub fn is_platform_admin(&self) -> bool {
+        self.role == Role::ClinicAdmin && self.clinic_id.is_none()
+    }
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = (|| {
+            let keys = req
+                .app_data::<web::Data<Arc<TokenKeys>>>()
+                .ok_or_else(|| ApiError::unauthorized("authentication is not configured"))?;
+            let value = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or_else(|| ApiError::unauthorized("expected a Bearer token"))?;
+            let c = keys.verify(token.trim())?;
+            Ok(AuthUser {
+                id: c.sub,
+                role: c.role,
+                doctor_id: c.doctor_id,
+                clinic_id: c.clinic_id,
+            })
+        })();
+        Box::pin(async move { result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn tokens_round_trip_and_reject_tampering() {
+        let keys = TokenKeys::from_settings(&AuthSettings {
+            jwt_secret: "s3cret".to_string().into(),
+            jwt_kid: "k1".into(),
+            issuer: "docspot".into(),
+            access_token_ttl_secs: 60,
+            refresh_token_ttl_secs: 60,
+        });
+        let user = UserRecord {
+            id: UserId::new(),
+            email: "a@b.org".into(),
+            name: "A".into(),
+            role: Role::Doctor,
+            doctor_id: Some(DoctorId::new()),
+            clinic_id: None,
+            password_hash: String::new(),
+        };
+        let t = keys.issue(&user).unwrap();
+        let c = keys.verify(&t).unwrap();
+        assert_eq!(c.sub, user.id);
+        assert_eq!(c.role, Role::Doctor);
+        assert_eq!(c.doctor_id, user.doctor_id);
+        let mut bad = t.clone();
+        bad.pop();
+        bad.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert!(keys.verify(&bad).is_err());
+    }
+}

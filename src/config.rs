@@ -1,0 +1,142 @@
+//! Layered configuration: `config/base.toml`, an optional environment file,
+//! then `DOCSPOT_…` variables. See `config/base.toml` for every setting.
+
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults, compiled in so the binary runs from any directory.
+const BASE: &str = include_str!("../config/base.toml");
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Address the HTTP server binds.
+    pub listen: String,
+    /// PostgreSQL URL (a secret: it may hold a password).
+    pub database_url: SecretString,
+    /// Redis URL; empty for single-node mode.
+    pub redis_url: String,
+    /// Log filter.
+    pub log: String,
+    /// Connection pool and migrations.
+    pub database: DatabaseSettings,
+    /// HTTP server.
+    pub http: HttpSettings,
+    /// Tokens.
+    pub auth: AuthSettings,
+    /// Calendar actors.
+    pub calendar: CalendarSettings,
+    /// Request limits.
+    pub limits: LimitSettings,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Create the database if missing.
+    pub create_if_missing: bool,
+    /// Apply migrations when serving.
+    pub migrate_on_start: bool,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+    /// Largest JSON or form body.
+    pub max_body_bytes: usize,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// HMAC key for access tokens; empty for a random per-process key.
+    pub jwt_secret: SecretString,
+    /// Key id in token headers.
+    pub jwt_kid: String,
+    /// Token issuer.
+    pub issuer: String,
+    /// Access token lifetime in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Refresh token lifetime in seconds.
+    pub refresh_token_ttl_secs: u64,
+}
+
+/// `[calendar]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct CalendarSettings {
+    /// Hold lifetime.
+    pub hold_ttl_secs: u64,
+    /// Idle actors stop after this long.
+    pub idle_timeout_secs: u64,
+    /// Re-read interval.
+    pub refresh_interval_secs: u64,
+    /// Largest group commit.
+    pub batch_max: usize,
+    /// Minimum notice for a booking, in minutes.
+    pub min_notice_minutes: i64,
+    /// Actor threads (0: one per core).
+    pub threads: usize,
+    /// Longest wait for a calendar answer.
+    pub request_timeout_ms: u64,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    /// Longest slot query range, in days.
+    pub max_slot_query_days: i64,
+}
+
+impl Settings {
+    /// Loads the layers from `config/` under the working directory (when
+    /// present) and the process environment.
+    pub fn load() -> Result<Self, config::ConfigError> {
+        let dir = std::env::var("DOCSPOT_CONFIG_DIR").unwrap_or_else(|_| "config".into());
+        let mut builder = Config::builder().add_source(File::from_str(BASE, FileFormat::Toml));
+        if let Ok(env) = std::env::var("DOCSPOT_ENV") {
+            builder = builder.add_source(File::with_name(&format!("{dir}/{env}")).required(true));
+        }
+        builder
+            .add_source(
+                Environment::with_prefix("DOCSPOT")
+                    .prefix_separator("_")
+                    .separator("__"),
+            )
+            .build()?
+            .try_deserialize()
+    }
+
+    /// The database URL, for the one place that connects.
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+
+    /// Calendar actor settings in the actors crate's terms.
+    pub fn calendar_config(&self) -> docspot_actors::CalendarConfig {
+        let c = &self.calendar;
+        docspot_actors::CalendarConfig {
+            hold_ttl: Duration::from_secs(c.hold_ttl_secs.max(1)),
+            idle_timeout: Duration::from_secs(c.idle_timeout_secs.max(1)),
+            refresh_interval: Duration::from_secs(c.refresh_interval_secs.max(1)),
+            batch_max: c.batch_max.max(1),
+            min_notice: chrono::Duration::minutes(c.min_notice_minutes.max(0)),
+            ..Default::default()
+        }
+    }
+
+    /// Number of threads for `n` configured (0: one per core).
+    pub fn threads(n: usize) -> usize {
+        if n == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            n
+        }
+    }
+}

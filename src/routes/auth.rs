@@ -1,0 +1,206 @@
+//! Registration and the OAuth 2.0 token endpoint (RFC 6749: password and
+//! refresh_token grants).
+
+use actix_web::{HttpResponse, web};
+use chrono::{Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::State;
+use crate::{
+    auth::{hash_password_blocking, new_refresh_token, refresh_digest, verify_password},
+    domain::{Email, Password, Role},
+    error::ApiError,
+    store::{NewUser, RefreshOutcome, UserRecord},
+};
+
+/// `POST /api/v1/auth/register` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct RegisterIn {
+    /// Login e-mail.
+    pub email: String,
+    /// 8 to 1024 characters.
+    pub password: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A created account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountOut {
+    /// User id.
+    pub id: Uuid,
+    /// E-mail.
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl From<UserRecord> for AccountOut {
+    fn from(u: UserRecord) -> Self {
+        AccountOut {
+            id: u.id.0,
+            email: u.email,
+            name: u.name,
+            role: u.role,
+        }
+    }
+}
+
+/// Validates a name for an account or a catalogue entry.
+pub fn parse_name(field: &str, s: &str) -> Result<String, ApiError> {
+    let s = s.trim();
+    if s.is_empty() || s.chars().count() > 200 {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            format!("{field} must be 1 to 200 characters"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// Registers a patient account.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterIn,
+    responses((status = 201, body = AccountOut), (status = 409, body = crate::error::Problem, description = "email_taken"),
+        (status = 422, body = crate::error::Problem)))]
+pub async fn register(state: State, body: web::Json<RegisterIn>) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let email = Email::parse(&body.email)?;
+    let password = Password::parse(&body.password)?;
+    let name = parse_name("name", &body.name)?;
+    let password_hash = hash_password_blocking(password.expose().to_string()).await?;
+    let user = state
+        .store
+        .create_user(NewUser {
+            email,
+            name,
+            role: Role::Patient,
+            doctor_id: None,
+            clinic_id: None,
+            password_hash,
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(AccountOut::from(user)))
+}
+
+/// `POST /api/v1/auth/token` form.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TokenIn {
+    /// `password` or `refresh_token`.
+    pub grant_type: Option<String>,
+    /// E-mail (password grant).
+    pub username: Option<String>,
+    /// Password (password grant).
+    pub password: Option<String>,
+    /// Refresh token (refresh_token grant).
+    pub refresh_token: Option<String>,
+    /// Ignored: DocSpot tokens carry the account's role.
+    pub scope: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenOut {
+    /// JWT access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Access token lifetime in seconds.
+    pub expires_in: i64,
+    /// Opaque, single-use refresh token.
+    pub refresh_token: String,
+}
+
+/// An OAuth error response (RFC 6749 §5.2).
+fn oauth_error(error: &str, description: &str) -> HttpResponse {
+    let status = if error == "invalid_client" {
+        actix_web::http::StatusCode::UNAUTHORIZED
+    } else {
+        actix_web::http::StatusCode::BAD_REQUEST
+    };
+    HttpResponse::build(status)
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({"error": error, "error_description": description}))
+}
+
+/// Issues tokens (OAuth 2.0 password and refresh_token grants).
+#[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth",
+    request_body(content = TokenIn, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = TokenOut), (status = 400, description = "OAuth error: invalid_request, invalid_grant, unsupported_grant_type")))]
+pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpResponse, ApiError> {
+    let form = form.into_inner();
+    let user = match form.grant_type.as_deref() {
+        Some("password") => {
+            let (Some(username), Some(password)) = (form.username, form.password) else {
+                return Ok(oauth_error("invalid_request", "username and password are required"));
+            };
+            let Ok(email) = Email::parse(&username) else {
+                return Ok(oauth_error("invalid_grant", "invalid username or password"));
+            };
+            let found = state.store.user_by_email(&email).await?;
+            // Verify against a dummy hash when the account does not exist, so
+            // response time does not reveal which e-mails are registered.
+            let hash = found
+                .as_ref()
+                .map(|u| u.password_hash.clone())
+                .unwrap_or_else(|| DUMMY_HASH.to_string());
+            let ok = web::block(move || verify_password(&password, &hash))
+                .await
+                .unwrap_or(false);
+            match found {
+                Some(u) if ok => u,
+                _ => return Ok(oauth_error("invalid_grant", "invalid username or password")),
+            }
+        }
+        Some("refresh_token") => {
+            let Some(token) = form.refresh_token else {
+                return Ok(oauth_error("invalid_request", "refresh_token is required"));
+            };
+            match state.store.use_refresh_token(&refresh_digest(&token)).await? {
+                RefreshOutcome::Rotated { user, family } => {
+                    return issue(&state, user, family).await;
+                }
+                RefreshOutcome::Reused => {
+                    tracing::warn!("refresh token replayed; its family was revoked");
+                    return Ok(oauth_error("invalid_grant", "refresh token already used"));
+                }
+                RefreshOutcome::Invalid => {
+                    return Ok(oauth_error("invalid_grant", "refresh token is invalid or expired"));
+                }
+            }
+        }
+        Some(_) => {
+            return Ok(oauth_error(
+                "unsupported_grant_type",
+                "grant_type must be password or refresh_token",
+            ));
+        }
+        None => return Ok(oauth_error("invalid_request", "grant_type is required")),
+    };
+    issue(&state, user, Uuid::now_v7()).await
+}
+
+async fn issue(state: &State, user: UserRecord, family: Uuid) -> Result<HttpResponse, ApiError> {
+    let access_token = state.keys.issue(&user)?;
+    let (refresh_token, digest) = new_refresh_token();
+    let expires = Utc::now() + Duration::seconds(state.keys.refresh_ttl);
+    state
+        .store
+        .insert_refresh_token(user.id, &digest, family, expires)
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(TokenOut {
+            access_token,
+            token_type: "Bearer",
+            expires_in: state.keys.access_ttl,
+            refresh_token,
+        }))
+}
+
+/// argon2id hash of a random string nobody knows.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2fQ3mQ5vYtq0cC6ZzP1nq1oQyJm1S6mJ4V7Xb0b9QmI";

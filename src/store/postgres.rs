@@ -1,0 +1,1207 @@
+//! PostgreSQL implementation of [`Store`] and [`CalendarStore`].
+//!
+//! The database is the arbiter: the `appointments_no_overlap` exclusion
+//! constraint refuses overlapping active appointments whatever node writes
+//! them. Inserts use `ON CONFLICT DO NOTHING`, which treats that constraint
+//! (and the idempotency-key index) as arbiters without raising an error, so a
+//! lost race costs no savepoint and never aborts the rest of a group commit.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use docspot_actors::{
+    domain::{
+        Appointment, AppointmentId, AppointmentStatus, AvailabilityException, AvailabilityRule,
+        ClinicId, DoctorId, DoctorSchedule, TimeRange, UserId, VisitType,
+        VisitTypeId, parse_time_zone, weekday_from_iso,
+    },
+    store::{CalendarStore, OpError, StoreError, WriteOp},
+};
+use tokio_postgres::{NoTls, Row, error::SqlState};
+use uuid::Uuid;
+
+use super::{
+    Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
+    RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
+};
+use crate::domain::Email;
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+const APPT_COLS: &str = "id, doctor_id, patient_id, visit_type_id, starts_at, ends_at, \
+    block_start, block_end, status, hold_expires_at, idempotency_key, cancel_reason, created_at";
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Creates the database named in `url` if it does not exist yet.
+pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
+    let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
+    let name = cfg
+        .get_dbname()
+        .ok_or_else(|| StoreError("database URL names no database".into()))?
+        .to_string();
+    let mut admin = cfg.clone();
+    admin.dbname("postgres");
+    let (client, conn) = admin.connect(NoTls).await.map_err(unavailable)?;
+    tokio::spawn(conn);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(unavailable)?
+        .is_some();
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match client.execute(&format!("CREATE DATABASE {quoted}"), &[]).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another node created it at the same moment: fine.
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Applies pending migrations. An advisory lock keeps two nodes starting at
+/// once from racing over the schema.
+pub async fn migrate(url: &str) -> Result<usize, StoreError> {
+    let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
+    let (mut client, conn) = cfg.connect(NoTls).await.map_err(unavailable)?;
+    tokio::spawn(conn);
+    client
+        .execute("SELECT pg_advisory_lock(7243110)", &[])
+        .await
+        .map_err(unavailable)?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .map_err(unavailable);
+    client
+        .execute("SELECT pg_advisory_unlock(7243110)", &[])
+        .await
+        .map_err(unavailable)?;
+    Ok(report?.applied_migrations().len())
+}
+
+/// The PostgreSQL store: a connection pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    /// Connects a pool of `size` connections (lazily).
+    pub fn connect(url: &str, size: usize) -> Result<Self, StoreError> {
+        let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(size.max(2))
+            .build()
+            .map_err(unavailable)?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+}
+
+fn appointment(row: &Row) -> Result<Appointment, StoreError> {
+    let status: &str = row.get("status");
+    Ok(Appointment {
+        id: AppointmentId(row.get("id")),
+        doctor_id: DoctorId(row.get("doctor_id")),
+        patient_id: UserId(row.get("patient_id")),
+        visit_type_id: VisitTypeId(row.get("visit_type_id")),
+        time: TimeRange::new(row.get("starts_at"), row.get("ends_at")).map_err(unavailable)?,
+        block: TimeRange::new(row.get("block_start"), row.get("block_end")).map_err(unavailable)?,
+        status: status.parse().map_err(unavailable)?,
+        hold_expires_at: row.get("hold_expires_at"),
+        idempotency_key: row.get("idempotency_key"),
+        cancel_reason: row.get("cancel_reason"),
+        created_at: row.get("created_at"),
+    })
+}
+
+fn user(row: &Row) -> Result<UserRecord, StoreError> {
+    let role: &str = row.get("role");
+    Ok(UserRecord {
+        id: UserId(row.get("id")),
+        email: row.get("email"),
+        name: row.get("name"),
+        role: role.parse().map_err(unavailable)?,
+        doctor_id: row.get::<_, Option<Uuid>>("doctor_id").map(DoctorId),
+        clinic_id: row.get::<_, Option<Uuid>>("clinic_id").map(ClinicId),
+        password_hash: row.get("password_hash"),
+    })
+}
+
+fn clinic(row: &Row) -> Clinic {
+    Clinic {
+        id: ClinicId(row.get("id")),
+        name: row.get("name"),
+        address: row.get("address"),
+        latitude: row.get("latitude"),
+        longitude: row.get("longitude"),
+        time_zone: row.get("time_zone"),
+        cancellation_cutoff_minutes: row.get("cancellation_cutoff_minutes"),
+        booking_horizon_days: row.get("booking_horizon_days"),
+    }
+}
+
+const DOCTOR_SELECT: &str = "SELECT d.id, d.name, d.specialties, d.languages, d.clinic_id, \
+    d.active, c.time_zone FROM doctors d JOIN clinics c ON c.id = d.clinic_id";
+
+fn doctor(row: &Row) -> Doctor {
+    Doctor {
+        id: DoctorId(row.get("id")),
+        name: row.get("name"),
+        specialties: row.get("specialties"),
+        languages: row.get("languages"),
+        clinic_id: ClinicId(row.get("clinic_id")),
+        time_zone: row.get("time_zone"),
+        active: row.get("active"),
+    }
+}
+
+fn visit_type(row: &Row) -> VisitTypeRecord {
+    VisitTypeRecord {
+        id: VisitTypeId(row.get("id")),
+        doctor_id: DoctorId(row.get("doctor_id")),
+        name: row.get("name"),
+        duration_minutes: row.get("duration_minutes"),
+        buffer_before_minutes: row.get("buffer_before_minutes"),
+        buffer_after_minutes: row.get("buffer_after_minutes"),
+        fee_cents: row.get("fee_cents"),
+        currency: row.get("currency"),
+        is_default: row.get("is_default"),
+    }
+}
+
+fn rule(row: &Row) -> RuleRecord {
+    RuleRecord {
+        id: row.get("id"),
+        weekday: row.get("weekday"),
+        start_time: row.get("start_time"),
+        end_time: row.get("end_time"),
+        valid_from: row.get("valid_from"),
+        valid_until: row.get("valid_until"),
+    }
+}
+
+fn exception(row: &Row) -> Result<ExceptionRecord, StoreError> {
+    let kind: &str = row.get("kind");
+    Ok(ExceptionRecord {
+        id: row.get("id"),
+        kind: kind.parse().map_err(unavailable)?,
+        start: row.get("starts_at"),
+        end: row.get("ends_at"),
+        reason: row.get("reason"),
+    })
+}
+
+/// Maps a constraint failure on a catalogue write to a client-facing error.
+fn catalogue_error(e: tokio_postgres::Error, what: &'static str) -> DbError {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => DbError::Conflict(what),
+        Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => DbError::Missing(what),
+        _ => DbError::Unavailable(unavailable(e)),
+    }
+}
+
+/// The history action name for a status change.
+fn action_for(to: AppointmentStatus, by: Option<UserId>, reason: Option<&str>) -> &'static str {
+    match to {
+        AppointmentStatus::Booked => "confirm",
+        AppointmentStatus::Cancelled if by.is_none() && reason == Some("hold_expired") => "expire",
+        AppointmentStatus::Cancelled => "cancel",
+        AppointmentStatus::Completed => "complete",
+        AppointmentStatus::NoShow => "no_show",
+        AppointmentStatus::Held => "hold",
+    }
+}
+
+type Outcome = Result<Appointment, OpError>;
+
+async fn insert(
+    tx: &deadpool_postgres::Transaction<'_>,
+    a: &Appointment,
+    by: UserId,
+) -> Result<Outcome, tokio_postgres::Error> {
+    let sql = format!(
+        "WITH ins AS (
+            INSERT INTO appointments (id, doctor_id, patient_id, visit_type_id, starts_at, ends_at,
+                block_start, block_end, status, hold_expires_at, idempotency_key, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+            ON CONFLICT DO NOTHING
+            RETURNING {APPT_COLS}
+        ), hist AS (
+            INSERT INTO appointment_history (appointment_id, at, actor_user_id, action, to_status, to_start)
+            SELECT id, created_at, $13, CASE WHEN status = 'held' THEN 'hold' ELSE 'book' END, status, starts_at
+            FROM ins
+        )
+        SELECT {APPT_COLS} FROM ins"
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    for attempt in 0..2 {
+        let row = tx
+            .query_opt(
+                &stmt,
+                &[
+                    &a.id.0,
+                    &a.doctor_id.0,
+                    &a.patient_id.0,
+                    &a.visit_type_id.0,
+                    &a.time.start(),
+                    &a.time.end(),
+                    &a.block.start(),
+                    &a.block.end(),
+                    &a.status.as_str(),
+                    &a.hold_expires_at,
+                    &a.idempotency_key,
+                    &a.created_at,
+                    &by.0,
+                ],
+            )
+            .await?;
+        if let Some(row) = row {
+            return Ok(appointment(&row).map_err(|e| OpError::Other(e.0)));
+        }
+        // Nothing inserted: either the idempotency key was used already…
+        if let Some(key) = &a.idempotency_key {
+            let sql = format!(
+                "SELECT {APPT_COLS} FROM appointments WHERE patient_id = $1 AND idempotency_key = $2"
+            );
+            if let Some(row) = tx.query_opt(&sql, &[&a.patient_id.0, key]).await? {
+                let existing = appointment(&row).map_err(|e| OpError::Other(e.0));
+                return Ok(existing.and_then(|e| Err(OpError::Duplicate(Box::new(e)))));
+            }
+        }
+        // …or the time overlaps. Lapsed holds (left by a crashed node) do not
+        // count: cancel them and try once more.
+        if attempt == 0 && expire_overlapping_holds(tx, a).await? == 0 {
+            break;
+        }
+    }
+    Ok(Err(OpError::SlotTaken))
+}
+
+async fn expire_overlapping_holds(
+    tx: &deadpool_postgres::Transaction<'_>,
+    a: &Appointment,
+) -> Result<u64, tokio_postgres::Error> {
+    tx.execute(
+        "WITH exp AS (
+            UPDATE appointments SET status = 'cancelled', cancel_reason = 'hold_expired', updated_at = now()
+            WHERE doctor_id = $1 AND status = 'held' AND hold_expires_at <= now()
+              AND tstzrange(block_start, block_end, '[)') && tstzrange($2, $3, '[)')
+            RETURNING id, starts_at
+        )
+        INSERT INTO appointment_history (appointment_id, action, from_status, to_status, from_start, to_start, note)
+        SELECT id, 'expire', 'held', 'cancelled', starts_at, starts_at, 'hold expired' FROM exp",
+        &[&a.doctor_id.0, &a.block.start(), &a.block.end()],
+    )
+    .await
+}
+
+/// Explains why a guarded UPDATE matched no row.
+async fn diagnose(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: AppointmentId,
+    doctor: DoctorId,
+    from: &[AppointmentStatus],
+    starts_after: Option<DateTime<Utc>>,
+    hold_valid_at: Option<DateTime<Utc>>,
+) -> Result<OpError, tokio_postgres::Error> {
+    let row = tx
+        .query_opt(
+            "SELECT status, starts_at, hold_expires_at FROM appointments WHERE id = $1 AND doctor_id = $2",
+            &[&id.0, &doctor.0],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(OpError::NotFound);
+    };
+    let status: AppointmentStatus = match row.get::<_, &str>("status").parse() {
+        Ok(s) => s,
+        Err(e) => return Ok(OpError::Other(e.to_string())),
+    };
+    let starts_at: DateTime<Utc> = row.get("starts_at");
+    let expires: Option<DateTime<Utc>> = row.get("hold_expires_at");
+    Ok(if !from.contains(&status) {
+        OpError::InvalidTransition(status)
+    } else if starts_after.is_some_and(|t| starts_at <= t) {
+        OpError::CutoffPassed
+    } else if hold_valid_at.is_some_and(|t| expires.is_none_or(|e| e <= t)) {
+        OpError::HoldExpired
+    } else {
+        OpError::Other("appointment changed concurrently".into())
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn set_status(
+    tx: &deadpool_postgres::Transaction<'_>,
+    doctor: DoctorId,
+    id: AppointmentId,
+    from: &[AppointmentStatus],
+    to: AppointmentStatus,
+    by: Option<UserId>,
+    reason: Option<&str>,
+    starts_after: Option<DateTime<Utc>>,
+    hold_valid_at: Option<DateTime<Utc>>,
+) -> Result<Outcome, tokio_postgres::Error> {
+    let sql = format!(
+        "WITH cur AS (
+            SELECT id, status, starts_at FROM appointments WHERE id = $1 AND doctor_id = $2 FOR UPDATE
+        ), upd AS (
+            UPDATE appointments a SET status = $4,
+                cancel_reason = COALESCE($5, a.cancel_reason),
+                hold_expires_at = CASE WHEN $4 = 'booked' THEN NULL ELSE a.hold_expires_at END,
+                updated_at = now()
+            FROM cur
+            WHERE a.id = cur.id AND cur.status = ANY($3::text[])
+              AND ($6::timestamptz IS NULL OR a.starts_at > $6)
+              AND ($7::timestamptz IS NULL OR a.hold_expires_at > $7)
+            RETURNING a.*, cur.status AS old_status
+        ), hist AS (
+            INSERT INTO appointment_history (appointment_id, actor_user_id, action, from_status, to_status, from_start, to_start, note)
+            SELECT id, $8, $9, old_status, status, starts_at, starts_at, COALESCE($5, '') FROM upd
+        )
+        SELECT {APPT_COLS} FROM upd"
+    );
+    let from_names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let action = action_for(to, by, reason);
+    let stmt = tx.prepare_cached(&sql).await?;
+    let row = tx
+        .query_opt(
+            &stmt,
+            &[
+                &id.0,
+                &doctor.0,
+                &from_names,
+                &to.as_str(),
+                &reason,
+                &starts_after,
+                &hold_valid_at,
+                &by.map(|u| u.0),
+                &action,
+            ],
+        )
+        .await?;
+    match row {
+        Some(row) => Ok(appointment(&row).map_err(|e| OpError::Other(e.0))),
+        None => Ok(Err(
+            diagnose(tx, id, doctor, from, starts_after, hold_valid_at).await?
+        )),
+    }
+}
+
+async fn reschedule(
+    tx: &deadpool_postgres::Transaction<'_>,
+    doctor: DoctorId,
+    op: (AppointmentId, TimeRange, TimeRange, UserId, Option<DateTime<Utc>>),
+) -> Result<Outcome, tokio_postgres::Error> {
+    let (id, time, block, by, starts_after) = op;
+    let sql = format!(
+        "WITH cur AS (
+            SELECT id, status, starts_at FROM appointments WHERE id = $1 AND doctor_id = $2 FOR UPDATE
+        ), upd AS (
+            UPDATE appointments a SET starts_at = $3, ends_at = $4, block_start = $5, block_end = $6,
+                updated_at = now()
+            FROM cur
+            WHERE a.id = cur.id AND cur.status IN ('held', 'booked')
+              AND ($7::timestamptz IS NULL OR cur.starts_at > $7)
+            RETURNING a.*, cur.starts_at AS old_start
+        ), hist AS (
+            INSERT INTO appointment_history (appointment_id, actor_user_id, action, from_status, to_status, from_start, to_start)
+            SELECT id, $8, 'reschedule', status, status, old_start, starts_at FROM upd
+        )
+        SELECT {APPT_COLS} FROM upd"
+    );
+    // The new range may collide (another node booked it): that raises an
+    // exclusion violation, so this one write runs under a savepoint to keep
+    // the rest of the batch.
+    tx.batch_execute("SAVEPOINT reschedule").await?;
+    let res = tx
+        .query_opt(
+            &sql,
+            &[
+                &id.0,
+                &doctor.0,
+                &time.start(),
+                &time.end(),
+                &block.start(),
+                &block.end(),
+                &starts_after,
+                &by.0,
+            ],
+        )
+        .await;
+    match res {
+        Ok(Some(row)) => {
+            tx.batch_execute("RELEASE SAVEPOINT reschedule").await?;
+            Ok(appointment(&row).map_err(|e| OpError::Other(e.0)))
+        }
+        Ok(None) => {
+            tx.batch_execute("RELEASE SAVEPOINT reschedule").await?;
+            let active = [AppointmentStatus::Held, AppointmentStatus::Booked];
+            Ok(Err(diagnose(tx, id, doctor, &active, starts_after, None).await?))
+        }
+        Err(e) if e.code() == Some(&SqlState::EXCLUSION_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT reschedule").await?;
+            Ok(Err(OpError::SlotTaken))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn apply(
+    tx: &deadpool_postgres::Transaction<'_>,
+    doctor: DoctorId,
+    op: &WriteOp,
+) -> Result<Outcome, tokio_postgres::Error> {
+    match op {
+        WriteOp::Insert { appointment, by } => insert(tx, appointment, *by).await,
+        WriteOp::Reschedule {
+            id,
+            time,
+            block,
+            by,
+            starts_after,
+        } => reschedule(tx, doctor, (*id, *time, *block, *by, *starts_after)).await,
+        WriteOp::SetStatus {
+            id,
+            from,
+            to,
+            by,
+            reason,
+            starts_after,
+            hold_valid_at,
+        } => {
+            set_status(
+                tx,
+                doctor,
+                *id,
+                from,
+                *to,
+                *by,
+                reason.as_deref(),
+                *starts_after,
+                *hold_valid_at,
+            )
+            .await
+        }
+    }
+}
+
+async fn apply_all(
+    client: &mut deadpool_postgres::Client,
+    doctor: DoctorId,
+    ops: &[WriteOp],
+) -> Result<Vec<Outcome>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        out.push(apply(&tx, doctor, op).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+#[async_trait]
+impl CalendarStore for PgStore {
+    async fn load_schedule(&self, doctor: DoctorId) -> Result<Option<DoctorSchedule>, StoreError> {
+        let client = self.client().await?;
+        let head = client
+            .query_opt(
+                "SELECT d.clinic_id, c.time_zone, c.booking_horizon_days, c.cancellation_cutoff_minutes
+                 FROM doctors d JOIN clinics c ON c.id = d.clinic_id WHERE d.id = $1 AND d.active",
+                &[&doctor.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(head) = head else {
+            return Ok(None);
+        };
+        // Issued together, these three pipeline over the one connection.
+        let since = Utc::now() - Duration::days(1);
+        let id = doctor.0;
+        let (p1, p2): ([&(dyn tokio_postgres::types::ToSql + Sync); 1], [&(dyn tokio_postgres::types::ToSql + Sync); 2]) =
+            ([&id], [&id, &since]);
+        let (rules, exceptions, visit_types) = futures::try_join!(
+            client.query(
+                "SELECT weekday, start_time, end_time, valid_from, valid_until
+                 FROM availability_rules WHERE doctor_id = $1",
+                &p1
+            ),
+            client.query(
+                "SELECT kind, starts_at, ends_at FROM availability_exceptions
+                 WHERE doctor_id = $1 AND ends_at > $2",
+                &p2
+            ),
+            client.query(
+                "SELECT * FROM visit_types WHERE doctor_id = $1 ORDER BY created_at",
+                &p1
+            ),
+        )
+        .map_err(unavailable)?;
+        let tz: &str = head.get("time_zone");
+        Ok(Some(DoctorSchedule {
+            doctor_id: doctor,
+            clinic_id: ClinicId(head.get("clinic_id")),
+            time_zone: parse_time_zone(tz).map_err(unavailable)?,
+            rules: rules
+                .iter()
+                .map(|r| {
+                    Ok(AvailabilityRule {
+                        weekday: weekday_from_iso(r.get("weekday")).map_err(unavailable)?,
+                        start: r.get::<_, NaiveTime>("start_time"),
+                        end: r.get::<_, NaiveTime>("end_time"),
+                        valid_from: r.get::<_, Option<NaiveDate>>("valid_from"),
+                        valid_until: r.get::<_, Option<NaiveDate>>("valid_until"),
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+            exceptions: exceptions
+                .iter()
+                .map(|r| {
+                    Ok(AvailabilityException {
+                        kind: r.get::<_, &str>("kind").parse().map_err(unavailable)?,
+                        range: TimeRange::new(r.get("starts_at"), r.get("ends_at"))
+                            .map_err(unavailable)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+            visit_types: visit_types
+                .iter()
+                .map(|r| {
+                    let v = visit_type(r);
+                    VisitType {
+                        id: v.id,
+                        name: v.name,
+                        duration_minutes: v.duration_minutes,
+                        buffer_before_minutes: v.buffer_before_minutes,
+                        buffer_after_minutes: v.buffer_after_minutes,
+                        fee_cents: v.fee_cents,
+                        currency: v.currency,
+                        is_default: v.is_default,
+                    }
+                })
+                .collect(),
+            booking_horizon: Duration::days(i64::from(head.get::<_, i32>("booking_horizon_days"))),
+            cancellation_cutoff: Duration::minutes(i64::from(
+                head.get::<_, i32>("cancellation_cutoff_minutes"),
+            )),
+        }))
+    }
+
+    async fn load_active(
+        &self,
+        doctor: DoctorId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {APPT_COLS} FROM appointments
+             WHERE doctor_id = $1 AND status IN ('held', 'booked') AND block_end > $2"
+        );
+        let rows = client
+            .query(&sql, &[&doctor.0, &since])
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(appointment).collect()
+    }
+
+    async fn commit_batch(
+        &self,
+        doctor: DoctorId,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut client = self.client().await?;
+        match apply_all(&mut client, doctor, &ops).await {
+            Ok(out) => Ok(out),
+            Err(e) if e.is_closed() || ops.len() == 1 => Err(unavailable(e)),
+            Err(e) => {
+                // One write failed hard (not a lost race: those are outcomes).
+                // Find it by committing each write on its own, so the others
+                // still go through.
+                tracing::warn!(error = %e, n = ops.len(), "batch failed; retrying writes one by one");
+                let mut out = Vec::with_capacity(ops.len());
+                for op in &ops {
+                    out.push(
+                        match apply_all(&mut client, doctor, std::slice::from_ref(op)).await {
+                            Ok(mut v) => v.pop().unwrap_or(Err(OpError::Other("no outcome".into()))),
+                            Err(e) if e.is_closed() => return Err(unavailable(e)),
+                            Err(e) => Err(OpError::Other(e.to_string())),
+                        },
+                    );
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: NewUser) -> Result<UserRecord, DbError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO users (id, email, password_hash, name, role, doctor_id, clinic_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                &[
+                    &UserId::new().0,
+                    &u.email.as_str(),
+                    &u.password_hash,
+                    &u.name,
+                    &u.role.as_str(),
+                    &u.doctor_id.map(|d| d.0),
+                    &u.clinic_id.map(|c| c.0),
+                ],
+            )
+            .await
+            .map_err(|e| catalogue_error(e, "account"))?;
+        Ok(user(&row)?)
+    }
+
+    async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT * FROM users WHERE lower(email) = $1",
+                &[&email.as_str()],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT * FROM users WHERE id = $1", &[&id.0])
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(user).transpose()
+    }
+
+    async fn insert_refresh_token(
+        &self,
+        user: UserId,
+        digest: &[u8],
+        family: Uuid,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO refresh_tokens (id, user_id, token_hash, family_id, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&Uuid::now_v7(), &user.0, &digest, &family, &expires_at],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, digest: &[u8]) -> Result<RefreshOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let row = tx
+            .query_opt(
+                "SELECT id, user_id, family_id, expires_at, used_at, revoked_at
+                 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+                &[&digest],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let family: Uuid = row.get("family_id");
+        let used: Option<DateTime<Utc>> = row.get("used_at");
+        let revoked: Option<DateTime<Utc>> = row.get("revoked_at");
+        let expires: DateTime<Utc> = row.get("expires_at");
+        if used.is_some() {
+            // A replay: someone holds a copy of a rotated token. Revoke the
+            // whole family so neither copy keeps working.
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+                &[&family],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            return Ok(RefreshOutcome::Reused);
+        }
+        if revoked.is_some() || expires <= Utc::now() {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        let token_id: Uuid = row.get("id");
+        tx.execute(
+            "UPDATE refresh_tokens SET used_at = now() WHERE id = $1",
+            &[&token_id],
+        )
+        .await
+        .map_err(unavailable)?;
+        let user_row = tx
+            .query_one(
+                "SELECT * FROM users WHERE id = $1",
+                &[&row.get::<_, Uuid>("user_id")],
+            )
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(RefreshOutcome::Rotated {
+            user: user(&user_row)?,
+            family,
+        })
+    }
+
+    async fn create_clinic(&self, f: ClinicFields) -> Result<Clinic, DbError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO clinics (id, name, address, latitude, longitude, time_zone,
+                    cancellation_cutoff_minutes, booking_horizon_days)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                &[
+                    &ClinicId::new().0,
+                    &f.name,
+                    &f.address,
+                    &f.latitude,
+                    &f.longitude,
+                    &f.time_zone,
+                    &f.cancellation_cutoff_minutes,
+                    &f.booking_horizon_days,
+                ],
+            )
+            .await
+            .map_err(|e| catalogue_error(e, "clinic"))?;
+        Ok(clinic(&row))
+    }
+
+    async fn update_clinic(&self, id: ClinicId, f: ClinicFields) -> Result<Clinic, DbError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE clinics SET name = $2, address = $3, latitude = $4, longitude = $5,
+                    time_zone = $6, cancellation_cutoff_minutes = $7, booking_horizon_days = $8
+                 WHERE id = $1 RETURNING *",
+                &[
+                    &id.0,
+                    &f.name,
+                    &f.address,
+                    &f.latitude,
+                    &f.longitude,
+                    &f.time_zone,
+                    &f.cancellation_cutoff_minutes,
+                    &f.booking_horizon_days,
+                ],
+            )
+            .await
+            .map_err(|e| catalogue_error(e, "clinic"))?;
+        row.map(|r| clinic(&r)).ok_or(DbError::Missing("clinic"))
+    }
+
+    async fn clinic(&self, id: ClinicId) -> Result<Option<Clinic>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT * FROM clinics WHERE id = $1", &[&id.0])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| clinic(&r)))
+    }
+
+    async fn clinics(&self) -> Result<Vec<Clinic>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT * FROM clinics ORDER BY name", &[])
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(clinic).collect())
+    }
+
+    async fn create_doctor(&self, c: ClinicId, f: DoctorFields) -> Result<Doctor, DbError> {
+        let client = self.client().await?;
+        let id = DoctorId::new();
+        client
+            .execute(
+                "INSERT INTO doctors (id, clinic_id, name, specialties, languages, active)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&id.0, &c.0, &f.name, &f.specialties, &f.languages, &f.active],
+            )
+            .await
+            .map_err(|e| catalogue_error(e, "clinic"))?;
+        self.doctor(id).await?.ok_or(DbError::Missing("doctor"))
+    }
+
+    async fn update_doctor(&self, id: DoctorId, f: DoctorFields) -> Result<Doctor, DbError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE doctors SET name = $2, specialties = $3, languages = $4, active = $5 WHERE id = $1",
+                &[&id.0, &f.name, &f.specialties, &f.languages, &f.active],
+            )
+            .await
+            .map_err(|e| catalogue_error(e, "doctor"))?;
+        if n == 0 {
+            return Err(DbError::Missing("doctor"));
+        }
+        self.doctor(id).await?.ok_or(DbError::Missing("doctor"))
+    }
+
+    async fn doctor(&self, id: DoctorId) -> Result<Option<Doctor>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("{DOCTOR_SELECT} WHERE d.id = $1"), &[&id.0])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| doctor(&r)))
+    }
+
+    async fn doctors(
+        &self,
+        clinic: Option<ClinicId>,
+        specialty: Option<&str>,
+    ) -> Result<Vec<Doctor>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{DOCTOR_SELECT} WHERE d.active
+                       AND ($1::uuid IS NULL OR d.clinic_id = $1)
+                       AND ($2::text IS NULL OR EXISTS (
+                            SELECT 1 FROM unnest(d.specialties) s WHERE lower(s) = lower($2)))
+                     ORDER BY d.name, d.id"
+                ),
+                &[&clinic.map(|c| c.0), &specialty],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(doctor).collect())
+    }
+
+    async fn create_visit_type(
+        &self,
+        doctor: DoctorId,
+        v: VisitTypeRecord,
+    ) -> Result<VisitTypeRecord, DbError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        if v.is_default {
+            tx.execute(
+                "UPDATE visit_types SET is_default = false WHERE doctor_id = $1 AND is_default",
+                &[&doctor.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO visit_types (id, doctor_id, name, duration_minutes, buffer_before_minutes,
+                    buffer_after_minutes, fee_cents, currency, is_default)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+                &[
+                    &v.id.0,
+                    &doctor.0,
+                    &v.name,
+                    &v.duration_minutes,
+                    &v.buffer_before_minutes,
+                    &v.buffer_after_minutes,
+                    &v.fee_cents,
+                    &v.currency,
+                    &v.is_default,
+                ],
+            )
+            .await
+            .map_err(|e| catalogue_error(e, "doctor"))?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(visit_type(&row))
+    }
+
+    async fn visit_types(&self, doctor: DoctorId) -> Result<Vec<VisitTypeRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT * FROM visit_types WHERE doctor_id = $1 ORDER BY created_at",
+                &[&doctor.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(visit_type).collect())
+    }
+
+    async fn create_rule(&self, doctor: DoctorId, r: RuleRecord) -> Result<RuleRecord, DbError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO availability_rules (id, doctor_id, weekday, start_time, end_time, valid_from, valid_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                &[
+                    &r.id,
+                    &doctor.0,
+                    &r.weekday,
+                    &r.start_time,
+                    &r.end_time,
+                    &r.valid_from,
+                    &r.valid_until,
+                ],
+            )
+            .await
+            .map_err(|e| catalogue_error(e, "doctor"))?;
+        Ok(rule(&row))
+    }
+
+    async fn rules(&self, doctor: DoctorId) -> Result<Vec<RuleRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT * FROM availability_rules WHERE doctor_id = $1 ORDER BY weekday, start_time",
+                &[&doctor.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(rule).collect())
+    }
+
+    async fn delete_rule(&self, doctor: DoctorId, id: Uuid) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM availability_rules WHERE doctor_id = $1 AND id = $2",
+                &[&doctor.0, &id],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn create_exception(
+        &self,
+        doctor: DoctorId,
+        e: ExceptionRecord,
+    ) -> Result<ExceptionRecord, DbError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO availability_exceptions (id, doctor_id, kind, starts_at, ends_at, reason)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                &[&e.id, &doctor.0, &e.kind.as_str(), &e.start, &e.end, &e.reason],
+            )
+            .await
+            .map_err(|e| catalogue_error(e, "doctor"))?;
+        Ok(exception(&row)?)
+    }
+
+    async fn exceptions(
+        &self,
+        doctor: DoctorId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT * FROM availability_exceptions WHERE doctor_id = $1 AND ends_at > $2 ORDER BY starts_at",
+                &[&doctor.0, &since],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(exception).collect()
+    }
+
+    async fn delete_exception(&self, doctor: DoctorId, id: Uuid) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM availability_exceptions WHERE doctor_id = $1 AND id = $2",
+                &[&doctor.0, &id],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn appointment(&self, id: AppointmentId) -> Result<Option<Appointment>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {APPT_COLS} FROM appointments WHERE id = $1"),
+                &[&id.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(appointment).transpose()
+    }
+
+    async fn appointment_by_key(
+        &self,
+        patient: UserId,
+        key: &str,
+    ) -> Result<Option<Appointment>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {APPT_COLS} FROM appointments WHERE patient_id = $1 AND idempotency_key = $2"
+                ),
+                &[&patient.0, &key],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(appointment).transpose()
+    }
+
+    async fn patient_appointments(
+        &self,
+        patient: UserId,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {APPT_COLS} FROM appointments WHERE patient_id = $1
+                     ORDER BY starts_at DESC, id DESC LIMIT 1000"
+                ),
+                &[&patient.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(appointment).collect()
+    }
+
+    async fn doctor_appointments(
+        &self,
+        doctor: DoctorId,
+        range: TimeRange,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {APPT_COLS} FROM appointments
+                     WHERE doctor_id = $1 AND starts_at < $3 AND ends_at > $2
+                     ORDER BY starts_at, id"
+                ),
+                &[&doctor.0, &range.start(), &range.end()],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(appointment).collect()
+    }
+
+    async fn history(&self, id: AppointmentId) -> Result<Vec<HistoryEntry>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT * FROM appointment_history WHERE appointment_id = $1 ORDER BY id",
+                &[&id.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    at: r.get("at"),
+                    by: r.get::<_, Option<Uuid>>("actor_user_id").map(UserId),
+                    action: r.get("action"),
+                    from_status: r
+                        .get::<_, Option<&str>>("from_status")
+                        .map(str::parse)
+                        .transpose()
+                        .map_err(unavailable)?,
+                    to_status: r.get::<_, &str>("to_status").parse().map_err(unavailable)?,
+                    from_start: r.get("from_start"),
+                    to_start: r.get("to_start"),
+                    note: r.get("note"),
+                })
+            })
+            .collect()
+    }
+
+    async fn import_past_appointments(&self, list: &[Appointment]) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO appointments (id, doctor_id, patient_id, visit_type_id, starts_at, ends_at,
+                    block_start, block_end, status, created_at, updated_at)
+                 SELECT * , created_at FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
+                    $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[],
+                    $9::text[], $10::timestamptz[]) AS t(id, doctor_id, patient_id, visit_type_id,
+                    starts_at, ends_at, block_start, block_end, status, created_at)",
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut n = 0;
+        for chunk in list.chunks(2000) {
+            let col = |f: &dyn Fn(&Appointment) -> Uuid| chunk.iter().map(f).collect::<Vec<_>>();
+            let ts = |f: &dyn Fn(&Appointment) -> DateTime<Utc>| chunk.iter().map(f).collect::<Vec<_>>();
+            let status: Vec<&str> = chunk.iter().map(|a| a.status.as_str()).collect();
+            n += tx
+                .execute(
+                    &stmt,
+                    &[
+                        &col(&|a| a.id.0),
+                        &col(&|a| a.doctor_id.0),
+                        &col(&|a| a.patient_id.0),
+                        &col(&|a| a.visit_type_id.0),
+                        &ts(&|a| a.time.start()),
+                        &ts(&|a| a.time.end()),
+                        &ts(&|a| a.block.start()),
+                        &ts(&|a| a.block.end()),
+                        &status,
+                        &ts(&|a| a.created_at),
+                    ],
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.execute(
+            "INSERT INTO appointment_history (appointment_id, at, action, to_status, to_start, note)
+             SELECT id, created_at, 'import', status, starts_at, 'imported history'
+             FROM appointments WHERE id = ANY($1)",
+            &[&list.iter().map(|a| a.id.0).collect::<Vec<_>>()],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(n)
+    }
+
+    async fn sweep_expired_holds(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "WITH exp AS (
+                    UPDATE appointments SET status = 'cancelled', cancel_reason = 'hold_expired', updated_at = now()
+                    WHERE status = 'held' AND hold_expires_at <= now()
+                    RETURNING id, starts_at
+                )
+                INSERT INTO appointment_history (appointment_id, action, from_status, to_status, from_start, to_start, note)
+                SELECT id, 'expire', 'held', 'cancelled', starts_at, starts_at, 'hold expired' FROM exp",
+                &[],
+            )
+            .await
+            .map_err(unavailable)
+    }
+}
