@@ -510,7 +510,8 @@ impl Actor for CalendarActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Requests may queue up at the mailbox already; they are handled once
         // the load completes because `reload` uses `ctx.wait`.
-        ctx.set_mailbox_capacity(usize::MAX);
+        // Room for a morning rush: `send` waits (backpressure) only past this.
+        ctx.set_mailbox_capacity(1 << 16);
         self.reload(ctx);
 
         let every = self.cfg.refresh_interval;

@@ -593,9 +593,7 @@ pub async fn doctor_day(
     let next = date.succ_opt().unwrap_or(date);
     let range = TimeRange::new(midnight(date), midnight(next))?;
     let list = state.store.doctor_appointments(doctor.id, range).await?;
-    let offset = tz
-        .offset_from_utc_datetime(&range.start().naive_utc())
-        .to_string();
+    let offset = chrono::Offset::fix(&tz.offset_from_utc_datetime(&range.start().naive_utc())).to_string();
     Ok(HttpResponse::Ok().json(json!({
         "doctor_id": doctor.id,
         "date": date,

@@ -1,0 +1,58 @@
+use crate::helpers::{expect, spawn_app};
+
+#[actix_web::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(expect(r, 200).await["status"], "ok");
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let v = expect(r, 200).await;
+    assert_eq!(v["checks"]["database"], "ok");
+}
+
+#[actix_web::test]
+async fn openapi_document_lists_the_contract() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/api/v1/openapi.json")).send().await.unwrap();
+    let v = expect(r, 200).await;
+    assert!(v["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/auth/register",
+        "/api/v1/auth/token",
+        "/api/v1/doctors",
+        "/api/v1/doctors/{id}/slots",
+        "/api/v1/appointments",
+        "/api/v1/appointments/{id}/reschedule",
+        "/api/v1/holds",
+    ] {
+        assert!(v["paths"][path].is_object(), "{path} documented");
+    }
+}
+
+#[actix_web::test]
+async fn unknown_routes_and_bad_json_are_problems() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(expect(r, 404).await["code"], "not_found");
+    let (_, token) = app.patient().await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/appointments"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect(r, 400).await["code"], "invalid_json");
+    let r = app
+        .client
+        .post(app.url("/api/v1/appointments"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"doctor_id\":\"{}\"}}", "x".repeat(70_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect(r, 413).await["code"], "body_too_large");
+}

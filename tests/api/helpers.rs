@@ -1,0 +1,293 @@
+//! Test harness: each test gets a fresh PostgreSQL database and its own
+//! server on a random port, talking over real HTTP.
+
+use std::{net::TcpListener, sync::OnceLock};
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use docspot::{
+    auth::hash_password,
+    config::Settings,
+    domain::{Email, Role},
+    routes::AppState,
+    startup::Application,
+    store::{ClinicFields, Doctor, DoctorFields, NewUser, RuleRecord, UserRecord, VisitTypeRecord},
+};
+use docspot_actors::domain::{ClinicId, VisitTypeId};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Options for [`spawn_app_with`].
+#[derive(Clone)]
+pub struct Options {
+    pub hold_ttl_secs: u64,
+    /// Reuse this database instead of creating a fresh one (multi-node tests).
+    pub database: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { hold_ttl_secs: 300, database: None }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub database: String,
+    pub state: actix_web::web::Data<AppState>,
+    pub client: reqwest::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    let database = opts
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("docspot_test_{}", Uuid::new_v4().simple()));
+    let mut settings = Settings::load().expect("config loads");
+    settings.database_url = format!("{PG}/{database}").into();
+    settings.listen = "127.0.0.1:0".into();
+    settings.auth.jwt_secret = "integration-test-secret".to_string().into();
+    settings.calendar.hold_ttl_secs = opts.hold_ttl_secs;
+    settings.calendar.threads = 1;
+    settings.http.workers = 2;
+    settings.database.pool_size = 8;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let app = Application::from_listener(settings, listener)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("DocSpot could not start: {e}. Is PostgreSQL running on 127.0.0.1:5432? (scripts/test starts it)")
+        });
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    actix_web::rt::spawn(app.run_until_stopped(std::future::pending()));
+    TestApp {
+        address,
+        database,
+        state,
+        client: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+    }
+}
+
+fn shared_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password("password-123").unwrap())
+}
+
+/// A clinic with one doctor and a 30-minute default visit type.
+pub struct Fixture {
+    pub clinic: ClinicId,
+    pub doctor: Doctor,
+    pub visit_type: VisitTypeId,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        let (c, conn) = tokio_postgres::connect(&format!("{PG}/{}", self.database), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        actix_web::rt::spawn(conn);
+        c
+    }
+
+    pub async fn clinic(&self, tz: &str, cutoff_minutes: i32) -> ClinicId {
+        self.state
+            .store
+            .create_clinic(ClinicFields {
+                name: "Test Clinic".into(),
+                address: "1 Test Road".into(),
+                latitude: None,
+                longitude: None,
+                time_zone: tz.into(),
+                cancellation_cutoff_minutes: cutoff_minutes,
+                booking_horizon_days: 730,
+            })
+            .await
+            .expect("clinic")
+            .id
+    }
+
+    /// A doctor with a 30-minute visit type, open every day `from`–`to` local.
+    pub async fn doctor_in(&self, clinic: ClinicId, name: &str, from: &str, to: &str) -> Fixture {
+        let store = &self.state.store;
+        let doctor = store
+            .create_doctor(
+                clinic,
+                DoctorFields {
+                    name: name.into(),
+                    specialties: vec!["general practice".into()],
+                    languages: vec!["en".into()],
+                    active: true,
+                },
+            )
+            .await
+            .expect("doctor");
+        let vt = store
+            .create_visit_type(
+                doctor.id,
+                VisitTypeRecord {
+                    id: VisitTypeId::new(),
+                    doctor_id: doctor.id,
+                    name: "Consultation".into(),
+                    duration_minutes: 30,
+                    buffer_before_minutes: 0,
+                    buffer_after_minutes: 0,
+                    fee_cents: 5000,
+                    currency: "EUR".into(),
+                    is_default: true,
+                },
+            )
+            .await
+            .expect("visit type");
+        for weekday in 1..=7 {
+            store
+                .create_rule(
+                    doctor.id,
+                    RuleRecord {
+                        id: Uuid::now_v7(),
+                        weekday,
+                        start_time: NaiveTime::parse_from_str(from, "%H:%M").unwrap(),
+                        end_time: NaiveTime::parse_from_str(to, "%H:%M").unwrap(),
+                        valid_from: None,
+                        valid_until: None,
+                    },
+                )
+                .await
+                .expect("rule");
+        }
+        Fixture { clinic, doctor, visit_type: vt.id }
+    }
+
+    /// UTC clinic, cut-off 24 h, one doctor open 08:00–18:00 every day.
+    pub async fn fixture(&self) -> Fixture {
+        let clinic = self.clinic("UTC", 1440).await;
+        self.doctor_in(clinic, "Dr. Test", "08:00", "18:00").await
+    }
+
+    pub async fn user(&self, role: Role, doctor: Option<&Doctor>, clinic: Option<ClinicId>) -> (UserRecord, String) {
+        let u = self
+            .state
+            .store
+            .create_user(NewUser {
+                email: Email::parse(&format!("{}@test.example", Uuid::new_v4().simple())).unwrap(),
+                name: "Someone".into(),
+                role,
+                doctor_id: doctor.map(|d| d.id),
+                clinic_id: clinic.or(doctor.map(|d| d.clinic_id)),
+                password_hash: shared_hash().to_string(),
+            })
+            .await
+            .expect("user");
+        let token = self.state.keys.issue(&u).expect("token");
+        (u, token)
+    }
+
+    pub async fn patient(&self) -> (UserRecord, String) {
+        self.user(Role::Patient, None, None).await
+    }
+
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> Response {
+        self.client
+            .post(self.url("/api/v1/auth/register"))
+            .json(&json!({"email": email, "password": password, "name": name}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn token(&self, form: &[(&str, &str)]) -> Response {
+        self.client
+            .post(self.url("/api/v1/auth/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn slots(&self, doctor: impl std::fmt::Display, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let r = self
+            .client
+            .get(self.url(&format!("/api/v1/doctors/{doctor}/slots")))
+            .query(&[("from", from.to_rfc3339()), ("to", to.to_rfc3339())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "slots: {}", r.text().await.unwrap());
+        let v: Value = r.json().await.unwrap();
+        v["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["start"].as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    pub async fn book(&self, token: &str, doctor: impl std::fmt::Display, start: DateTime<Utc>, key: Option<&str>) -> Response {
+        let mut req = self
+            .client
+            .post(self.url("/api/v1/appointments"))
+            .bearer_auth(token)
+            .json(&json!({"doctor_id": doctor.to_string(), "start": start.to_rfc3339()}));
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn hold(&self, token: &str, doctor: impl std::fmt::Display, start: DateTime<Utc>) -> Response {
+        self.client
+            .post(self.url("/api/v1/holds"))
+            .bearer_auth(token)
+            .json(&json!({"doctor_id": doctor.to_string(), "start": start.to_rfc3339()}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> Response {
+        self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Rows of the doctor's active appointments in the database.
+    pub async fn active_rows(&self, doctor: impl std::fmt::Display) -> i64 {
+        let sql = self.sql().await;
+        sql.query_one(
+            "SELECT count(*) FROM appointments WHERE doctor_id = $1::text::uuid AND status IN ('held','booked')",
+            &[&doctor.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    }
+}
+
+/// Tomorrow (UTC) at `hh:mm`.
+pub fn tomorrow_at(h: u32, m: u32) -> DateTime<Utc> {
+    let d = (Utc::now() + Duration::days(1)).date_naive();
+    d.and_hms_opt(h, m, 0).unwrap().and_utc()
+}
+
+/// Reads a JSON body, asserting the status first.
+pub async fn expect(r: Response, status: u16) -> Value {
+    let got = r.status();
+    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let body = r.text().await.unwrap();
+    assert_eq!(got, StatusCode::from_u16(status).unwrap(), "body: {body}");
+    if got.is_client_error() || got.is_server_error() {
+        assert_eq!(ct.as_deref(), Some("application/problem+json"), "errors are problem+json: {body}");
+    }
+    if body.is_empty() { Value::Null } else { serde_json::from_str(&body).unwrap_or(Value::String(body)) }
+}
