@@ -43,8 +43,20 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 pub async fn hash_password_blocking(password: String) -> Result<String, ApiError> {
     web::block(move || hash_password(&password))
         .await
-        .map_err(|e| ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()))?
-        .map_err(|e| ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e.to_string()))
+        .map_err(|e| {
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "hash_failed",
+                e.to_string(),
+            )
+        })
 }
 
 /// The claims inside an access token.

@@ -79,7 +79,8 @@ pub fn synthetic_history(
         .enumerate()
         .filter_map(|(i, s)| {
             let vt = s.visit_type(None)?;
-            let range = docspot_actors::domain::TimeRange::new(now - Duration::days(days), now).ok()?;
+            let range =
+                docspot_actors::domain::TimeRange::new(now - Duration::days(days), now).ok()?;
             let mut schedule = s.clone();
             schedule.booking_horizon = Duration::days(days + 2);
             Some((i, slots::candidate_slots(&schedule, vt, range, past)))
@@ -114,7 +115,8 @@ pub fn synthetic_history(
             &patients[rng.random_range(0..patients.len())]
         };
         let lead_days = rng.random_range(0..45i64);
-        let created = slot.start - Duration::days(lead_days) - Duration::minutes(rng.random_range(10..600));
+        let created =
+            slot.start - Duration::days(lead_days) - Duration::minutes(rng.random_range(10..600));
         let p_no_show = (patient.no_show_base + 0.004 * lead_days as f64).min(0.6);
         let status = if rng.random_bool(0.08) {
             AppointmentStatus::Cancelled
@@ -123,7 +125,9 @@ pub fn synthetic_history(
         } else {
             AppointmentStatus::Completed
         };
-        let Some(vt) = schedule.visit_type(None) else { continue };
+        let Some(vt) = schedule.visit_type(None) else {
+            continue;
+        };
         out.push(Appointment {
             id: AppointmentId::new(),
             doctor_id: schedule.doctor_id,
@@ -134,7 +138,8 @@ pub fn synthetic_history(
             status,
             hold_expires_at: None,
             idempotency_key: None,
-            cancel_reason: (status == AppointmentStatus::Cancelled).then(|| "patient request".into()),
+            cancel_reason: (status == AppointmentStatus::Cancelled)
+                .then(|| "patient request".into()),
             created_at: created,
         });
     }
@@ -151,18 +156,69 @@ struct DemoDoctor {
 }
 
 const DOCTORS: &[DemoDoctor] = &[
-    DemoDoctor { name: "Dr. Amara Okafor", specialties: &["general practice"], languages: &["en", "yo"], visit: ("Consultation", 20, 0), days: &[Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri], hours: &[("08:00", "12:00"), ("13:00", "17:00")] },
-    DemoDoctor { name: "Dr. Lukas Weber", specialties: &["cardiology"], languages: &["de", "en"], visit: ("Cardiology consultation", 30, 10), days: &[Weekday::Mon, Weekday::Wed, Weekday::Fri], hours: &[("09:00", "13:00"), ("14:00", "17:00")] },
-    DemoDoctor { name: "Dr. Priya Raman", specialties: &["dermatology"], languages: &["en", "ta", "hi"], visit: ("Skin check", 15, 5), days: &[Weekday::Tue, Weekday::Thu, Weekday::Sat], hours: &[("08:30", "12:30")] },
-    DemoDoctor { name: "Dr. Sofia Marín", specialties: &["pediatrics"], languages: &["es", "en"], visit: ("Child visit", 30, 0), days: &[Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu], hours: &[("10:00", "18:00")] },
-    DemoDoctor { name: "Dr. Kenji Tanaka", specialties: &["orthopedics", "sports medicine"], languages: &["ja", "en"], visit: ("Orthopedic exam", 40, 5), days: &[Weekday::Wed, Weekday::Thu, Weekday::Fri], hours: &[("07:30", "11:30"), ("12:30", "15:30")] },
-    DemoDoctor { name: "Dr. Hannah Cohen", specialties: &["psychiatry"], languages: &["en", "he"], visit: ("Therapy session", 50, 10), days: &[Weekday::Mon, Weekday::Tue, Weekday::Thu], hours: &[("12:00", "20:00")] },
+    DemoDoctor {
+        name: "Dr. Amara Okafor",
+        specialties: &["general practice"],
+        languages: &["en", "yo"],
+        visit: ("Consultation", 20, 0),
+        days: &[
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+        ],
+        hours: &[("08:00", "12:00"), ("13:00", "17:00")],
+    },
+    DemoDoctor {
+        name: "Dr. Lukas Weber",
+        specialties: &["cardiology"],
+        languages: &["de", "en"],
+        visit: ("Cardiology consultation", 30, 10),
+        days: &[Weekday::Mon, Weekday::Wed, Weekday::Fri],
+        hours: &[("09:00", "13:00"), ("14:00", "17:00")],
+    },
+    DemoDoctor {
+        name: "Dr. Priya Raman",
+        specialties: &["dermatology"],
+        languages: &["en", "ta", "hi"],
+        visit: ("Skin check", 15, 5),
+        days: &[Weekday::Tue, Weekday::Thu, Weekday::Sat],
+        hours: &[("08:30", "12:30")],
+    },
+    DemoDoctor {
+        name: "Dr. Sofia Marín",
+        specialties: &["pediatrics"],
+        languages: &["es", "en"],
+        visit: ("Child visit", 30, 0),
+        days: &[Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu],
+        hours: &[("10:00", "18:00")],
+    },
+    DemoDoctor {
+        name: "Dr. Kenji Tanaka",
+        specialties: &["orthopedics", "sports medicine"],
+        languages: &["ja", "en"],
+        visit: ("Orthopedic exam", 40, 5),
+        days: &[Weekday::Wed, Weekday::Thu, Weekday::Fri],
+        hours: &[("07:30", "11:30"), ("12:30", "15:30")],
+    },
+    DemoDoctor {
+        name: "Dr. Hannah Cohen",
+        specialties: &["psychiatry"],
+        languages: &["en", "he"],
+        visit: ("Therapy session", 50, 10),
+        days: &[Weekday::Mon, Weekday::Tue, Weekday::Thu],
+        hours: &[("12:00", "20:00")],
+    },
 ];
 
 /// Seeds the demo clinic unless it exists.
 pub async fn seed(store: &dyn Store, past_appointments: usize) -> Result<DemoReport, DbError> {
     if store.clinics().await?.iter().any(|c| c.name == DEMO_CLINIC) {
-        return Ok(DemoReport { already_seeded: true, ..Default::default() });
+        return Ok(DemoReport {
+            already_seeded: true,
+            ..Default::default()
+        });
     }
     let clinic = store
         .create_clinic(ClinicFields {
@@ -175,7 +231,8 @@ pub async fn seed(store: &dyn Store, past_appointments: usize) -> Result<DemoRep
             booking_horizon_days: 14,
         })
         .await?;
-    let hash = hash_password(DEMO_PASSWORD).map_err(|e| DbError::Unavailable(docspot_actors::store::StoreError(e.to_string())))?;
+    let hash = hash_password(DEMO_PASSWORD)
+        .map_err(|e| DbError::Unavailable(docspot_actors::store::StoreError(e.to_string())))?;
     let mut report = DemoReport::default();
     let mut schedules = Vec::new();
     for (i, d) in DOCTORS.iter().enumerate() {
@@ -213,14 +270,38 @@ pub async fn seed(store: &dyn Store, past_appointments: usize) -> Result<DemoRep
                 let end_time = NaiveTime::parse_from_str(to, "%H:%M").unwrap_or_default();
                 let weekday = day.number_from_monday() as i16;
                 store
-                    .create_rule(doctor.id, RuleRecord { id: Uuid::now_v7(), weekday, start_time, end_time, valid_from: None, valid_until: None })
+                    .create_rule(
+                        doctor.id,
+                        RuleRecord {
+                            id: Uuid::now_v7(),
+                            weekday,
+                            start_time,
+                            end_time,
+                            valid_from: None,
+                            valid_until: None,
+                        },
+                    )
                     .await?;
-                rules.push(AvailabilityRule { weekday: *day, start: start_time, end: end_time, valid_from: None, valid_until: None });
+                rules.push(AvailabilityRule {
+                    weekday: *day,
+                    start: start_time,
+                    end: end_time,
+                    valid_from: None,
+                    valid_until: None,
+                });
             }
         }
-        let email = Email::parse(&format!("doctor{}@demo.docspot.test", i + 1)).map_err(|e| DbError::Unavailable(docspot_actors::store::StoreError(e.to_string())))?;
+        let email = Email::parse(&format!("doctor{}@demo.docspot.test", i + 1))
+            .map_err(|e| DbError::Unavailable(docspot_actors::store::StoreError(e.to_string())))?;
         store
-            .create_user(NewUser { email, name: d.name.into(), role: Role::Doctor, doctor_id: Some(doctor.id), clinic_id: Some(clinic.id), password_hash: hash.clone() })
+            .create_user(NewUser {
+                email,
+                name: d.name.into(),
+                role: Role::Doctor,
+                doctor_id: Some(doctor.id),
+                clinic_id: Some(clinic.id),
+                password_hash: hash.clone(),
+            })
             .await?;
         schedules.push(DoctorSchedule {
             doctor_id: doctor.id,
@@ -243,22 +324,49 @@ pub async fn seed(store: &dyn Store, past_appointments: usize) -> Result<DemoRep
         });
         report.doctors += 1;
     }
-    let admin_email = Email::parse("admin@demo.docspot.test").map_err(|e| DbError::Unavailable(docspot_actors::store::StoreError(e.to_string())))?;
+    let admin_email = Email::parse("admin@demo.docspot.test")
+        .map_err(|e| DbError::Unavailable(docspot_actors::store::StoreError(e.to_string())))?;
     store
-        .create_user(NewUser { email: admin_email, name: "Demo Clinic Admin".into(), role: Role::ClinicAdmin, doctor_id: None, clinic_id: Some(clinic.id), password_hash: hash.clone() })
+        .create_user(NewUser {
+            email: admin_email,
+            name: "Demo Clinic Admin".into(),
+            role: Role::ClinicAdmin,
+            doctor_id: None,
+            clinic_id: Some(clinic.id),
+            password_hash: hash.clone(),
+        })
         .await?;
 
     let mut rng = StdRng::seed_from_u64(7);
     let mut patients = Vec::new();
     for i in 0..300 {
-        let email = Email::parse(&format!("patient{}@demo.docspot.test", i + 1)).map_err(|e| DbError::Unavailable(docspot_actors::store::StoreError(e.to_string())))?;
+        let email = Email::parse(&format!("patient{}@demo.docspot.test", i + 1))
+            .map_err(|e| DbError::Unavailable(docspot_actors::store::StoreError(e.to_string())))?;
         let u = store
-            .create_user(NewUser { email, name: format!("Demo Patient {}", i + 1), role: Role::Patient, doctor_id: None, clinic_id: None, password_hash: hash.clone() })
+            .create_user(NewUser {
+                email,
+                name: format!("Demo Patient {}", i + 1),
+                role: Role::Patient,
+                doctor_id: None,
+                clinic_id: None,
+                password_hash: hash.clone(),
+            })
             .await?;
-        patients.push(SyntheticPatient { id: u.id, preferred_hour: rng.random_range(8..19), no_show_base: rng.random_range(0.02..0.15) });
+        patients.push(SyntheticPatient {
+            id: u.id,
+            preferred_hour: rng.random_range(8..19),
+            no_show_base: rng.random_range(0.02..0.15),
+        });
     }
     report.patients = patients.len();
-    let history = synthetic_history(&schedules, &patients, past_appointments, 180, Utc::now(), 42);
+    let history = synthetic_history(
+        &schedules,
+        &patients,
+        past_appointments,
+        180,
+        Utc::now(),
+        42,
+    );
     report.past_appointments = store.import_past_appointments(&history).await?;
     Ok(report)
 }
@@ -270,30 +378,92 @@ mod tests {
 
     #[test]
     fn history_has_planted_patterns_and_no_overlaps() {
-        let vt = VisitType { id: VisitTypeId::new(), name: "v".into(), duration_minutes: 20, buffer_before_minutes: 0, buffer_after_minutes: 0, fee_cents: 0, currency: "USD".into(), is_default: true };
-        let rules = [Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri]
-            .iter()
-            .map(|d| AvailabilityRule { weekday: *d, start: NaiveTime::from_hms_opt(8, 0, 0).unwrap(), end: NaiveTime::from_hms_opt(18, 0, 0).unwrap(), valid_from: None, valid_until: None })
+        let vt = VisitType {
+            id: VisitTypeId::new(),
+            name: "v".into(),
+            duration_minutes: 20,
+            buffer_before_minutes: 0,
+            buffer_after_minutes: 0,
+            fee_cents: 0,
+            currency: "USD".into(),
+            is_default: true,
+        };
+        let rules = [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+        ]
+        .iter()
+        .map(|d| AvailabilityRule {
+            weekday: *d,
+            start: NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(18, 0, 0).unwrap(),
+            valid_from: None,
+            valid_until: None,
+        })
+        .collect();
+        let s = DoctorSchedule {
+            doctor_id: DoctorId::new(),
+            clinic_id: ClinicId::new(),
+            time_zone: chrono_tz::UTC,
+            rules,
+            exceptions: vec![],
+            visit_types: vec![vt],
+            booking_horizon: Duration::days(14),
+            cancellation_cutoff: Duration::zero(),
+        };
+        let patients: Vec<SyntheticPatient> = (0..50)
+            .map(|i| SyntheticPatient {
+                id: UserId::new(),
+                preferred_hour: 8 + (i % 10),
+                no_show_base: 0.05,
+            })
             .collect();
-        let s = DoctorSchedule { doctor_id: DoctorId::new(), clinic_id: ClinicId::new(), time_zone: chrono_tz::UTC, rules, exceptions: vec![], visit_types: vec![vt], booking_horizon: Duration::days(14), cancellation_cutoff: Duration::zero() };
-        let patients: Vec<SyntheticPatient> = (0..50).map(|i| SyntheticPatient { id: UserId::new(), preferred_hour: 8 + (i % 10), no_show_base: 0.05 }).collect();
-        let h = synthetic_history(std::slice::from_ref(&s), &patients, 3000, 180, Utc::now(), 1);
+        let h = synthetic_history(
+            std::slice::from_ref(&s),
+            &patients,
+            3000,
+            180,
+            Utc::now(),
+            1,
+        );
         assert_eq!(h.len(), 3000);
         let mut starts: Vec<_> = h.iter().map(|a| a.time.start()).collect();
         starts.sort();
         starts.dedup();
         assert_eq!(starts.len(), 3000, "no two appointments share a slot");
         // Preference: most appointments are within an hour of the patient's preferred hour.
-        let near = h.iter().filter(|a| {
-            let p = patients.iter().find(|p| p.id == a.patient_id).unwrap();
-            p.preferred_hour.abs_diff(a.time.start().hour()) <= 1
-        }).count();
-        assert!(near as f64 / h.len() as f64 > 0.6, "preference planted: {near}");
+        let near = h
+            .iter()
+            .filter(|a| {
+                let p = patients.iter().find(|p| p.id == a.patient_id).unwrap();
+                p.preferred_hour.abs_diff(a.time.start().hour()) <= 1
+            })
+            .count();
+        assert!(
+            near as f64 / h.len() as f64 > 0.6,
+            "preference planted: {near}"
+        );
         // Lead time drives no-shows.
         let rate = |lo: i64, hi: i64| {
-            let v: Vec<_> = h.iter().filter(|a| a.status != AppointmentStatus::Cancelled).filter(|a| { let d = (a.time.start() - a.created_at).num_days(); d >= lo && d < hi }).collect();
-            v.iter().filter(|a| a.status == AppointmentStatus::NoShow).count() as f64 / v.len() as f64
+            let v: Vec<_> = h
+                .iter()
+                .filter(|a| a.status != AppointmentStatus::Cancelled)
+                .filter(|a| {
+                    let d = (a.time.start() - a.created_at).num_days();
+                    d >= lo && d < hi
+                })
+                .collect();
+            v.iter()
+                .filter(|a| a.status == AppointmentStatus::NoShow)
+                .count() as f64
+                / v.len() as f64
         };
-        assert!(rate(30, 46) > rate(0, 10) + 0.05, "no-show rises with lead time");
+        assert!(
+            rate(30, 46) > rate(0, 10) + 0.05,
+            "no-show rises with lead time"
+        );
     }
 }

@@ -118,8 +118,19 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(Email::parse(" Ann@Example.ORG ").unwrap().as_str(), "ann@example.org");
-        for bad in ["", "ann", "@x.org", "ann@x", "a b@x.org", "ann@@x.org", "ann@.org"] {
+        assert_eq!(
+            Email::parse(" Ann@Example.ORG ").unwrap().as_str(),
+            "ann@example.org"
+        );
+        for bad in [
+            "",
+            "ann",
+            "@x.org",
+            "ann@x",
+            "a b@x.org",
+            "ann@@x.org",
+            "ann@.org",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -128,6 +139,9 @@ mod tests {
     fn passwords() {
         assert!(Password::parse("short").is_err());
         assert!(Password::parse("long enough").is_ok());
-        assert_eq!(format!("{:?}", Password::parse("long enough").unwrap()), "Password(***)");
+        assert_eq!(
+            format!("{:?}", Password::parse("long enough").unwrap()),
+            "Password(***)"
+        );
     }
 }

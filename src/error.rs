@@ -146,7 +146,9 @@ impl From<DbError> for ApiError {
             DbError::Conflict("account") => {
                 ApiError::conflict("email_taken", "an account with this e-mail already exists")
             }
-            DbError::Conflict(what) => ApiError::conflict("already_exists", format!("{what} already exists")),
+            DbError::Conflict(what) => {
+                ApiError::conflict("already_exists", format!("{what} already exists"))
+            }
             DbError::Missing(what) => ApiError::not_found("not_found", format!("{what} not found")),
             DbError::Unavailable(e) => e.into(),
         }
@@ -172,15 +174,20 @@ impl From<BookingError> for ApiError {
             BookingError::NotStarted => ApiError::conflict("not_started", detail),
             BookingError::HoldExpired => ApiError::new(StatusCode::GONE, "hold_expired", detail),
             BookingError::Busy => ApiError::conflict("appointment_busy", detail),
-            BookingError::Unavailable(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "calendar_unavailable", detail)
-            }
+            BookingError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "calendar_unavailable",
+                detail,
+            ),
         }
     }
 }
 
 /// Turns extractor failures (bad JSON, query, path or form) into problems.
-pub fn json_error(err: actix_web::error::JsonPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     match &err {
         E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::new(
@@ -199,16 +206,25 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _: &actix_web::HttpRe
 }
 
 /// Query-string failures.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     ApiError::bad_request("invalid_query", err.to_string()).into()
 }
 
 /// Path-segment failures.
-pub fn path_error(err: actix_web::error::PathError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn path_error(
+    err: actix_web::error::PathError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     ApiError::not_found("not_found", err.to_string()).into()
 }
 
 /// Form-body failures.
-pub fn form_error(err: actix_web::error::UrlencodedError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn form_error(
+    err: actix_web::error::UrlencodedError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     ApiError::bad_request("invalid_form", err.to_string()).into()
 }

@@ -14,7 +14,11 @@ use docspot::{
 use docspot_actors::domain::ClinicId;
 
 #[derive(Parser)]
-#[command(name = "docspot", version, about = "Real-time doctor appointment booking server")]
+#[command(
+    name = "docspot",
+    version,
+    about = "Real-time doctor appointment booking server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -61,7 +65,9 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&settings.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let app = Application::build(settings.clone()).await.context("starting DocSpot")?;
+            let app = Application::build(settings.clone())
+                .await
+                .context("starting DocSpot")?;
             tracing::info!(listen = %settings.listen, "DocSpot is serving on http://{}", settings.listen);
             app.run_until_stopped(shutdown_signal()).await?;
         }
@@ -79,18 +85,37 @@ async fn main() -> anyhow::Result<()> {
                     "seeded {} doctors, {} patients and {} past appointments\n\
                      sign in as admin@demo.docspot.test, doctor1@demo.docspot.test or \
                      patient1@demo.docspot.test with password {:?}",
-                    r.doctors, r.patients, r.past_appointments, demo::DEMO_PASSWORD
+                    r.doctors,
+                    r.patients,
+                    r.past_appointments,
+                    demo::DEMO_PASSWORD
                 );
             }
         }
-        Command::Admin { command: AdminCommand::Create { email, password, name, clinic } } => {
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    email,
+                    password,
+                    name,
+                    clinic,
+                },
+        } => {
             let store = open_store(&settings, true).await?;
             let email = Email::parse(&email)?;
             let password = Password::parse(&password)?;
             let clinic_id = clinic.as_deref().map(ClinicId::parse).transpose()?;
-            let password_hash = hash_password(password.expose()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let password_hash =
+                hash_password(password.expose()).map_err(|e| anyhow::anyhow!("{e}"))?;
             let user = store
-                .create_user(NewUser { email, name, role: Role::ClinicAdmin, doctor_id: None, clinic_id, password_hash })
+                .create_user(NewUser {
+                    email,
+                    name,
+                    role: Role::ClinicAdmin,
+                    doctor_id: None,
+                    clinic_id,
+                    password_hash,
+                })
                 .await?;
             println!("created admin {} ({})", user.email, user.id);
         }
@@ -102,10 +127,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -49,7 +49,10 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> Result<Arc<PgStor
             tracing::info!(applied = n, "migrations applied");
         }
     }
-    Ok(Arc::new(PgStore::connect(url, settings.database.pool_size)?))
+    Ok(Arc::new(PgStore::connect(
+        url,
+        settings.database.pool_size,
+    )?))
 }
 
 impl Application {
@@ -61,7 +64,10 @@ impl Application {
 
     /// Builds the server on an already bound listener. Must run inside an
     /// actix `System` (calendar actors get their own arbiters).
-    pub async fn from_listener(settings: Settings, listener: TcpListener) -> Result<Self, StartupError> {
+    pub async fn from_listener(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> Result<Self, StartupError> {
         let port = listener.local_addr()?.port();
         let store = open_store(&settings, settings.database.migrate_on_start).await?;
         // Holds left behind by a crashed process must not block their slots.
@@ -92,8 +98,16 @@ impl Application {
                 .wrap(TracingLogger::default())
                 .app_data(app_state.clone())
                 .app_data(keys.clone())
-                .app_data(web::JsonConfig::default().limit(max_body).error_handler(error::json_error))
-                .app_data(web::FormConfig::default().limit(max_body).error_handler(error::form_error))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(error::json_error),
+                )
+                .app_data(
+                    web::FormConfig::default()
+                        .limit(max_body)
+                        .error_handler(error::form_error),
+                )
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .configure(routes::configure)
@@ -103,7 +117,11 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
-        Ok(Self { port, server, state })
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
     }
 
     /// The bound port.
@@ -117,7 +135,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + 'static,
+    ) -> std::io::Result<()> {
         let handle = self.server.handle();
         actix_web::rt::spawn(async move {
             shutdown.await;
@@ -128,5 +149,8 @@ impl Application {
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found("not_found", format!("no route for {} {}", req.method(), req.path())))
+    Err(ApiError::not_found(
+        "not_found",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
 }

@@ -363,7 +363,10 @@ impl CalendarActor {
             Err(e) => {
                 tracing::warn!(doctor = %self.doctor, error = %e, "batch commit failed");
                 self.refresh_wanted = true;
-                batch.iter().map(|_| Err(OpError::Other(e.0.clone()))).collect()
+                batch
+                    .iter()
+                    .map(|_| Err(OpError::Other(e.0.clone())))
+                    .collect()
             }
         };
         for (q, outcome) in batch.into_iter().zip(outcomes) {
@@ -390,7 +393,9 @@ impl CalendarActor {
             Effect::Insert { .. } => {
                 self.pending_new.remove(&q.id);
                 if a.status == AppointmentStatus::Held {
-                    let left = a.hold_expires_at.map_or(Duration::zero(), |t| t - Utc::now());
+                    let left = a
+                        .hold_expires_at
+                        .map_or(Duration::zero(), |t| t - Utc::now());
                     self.schedule_expiry(a.id, left, ctx);
                 }
             }
@@ -455,10 +460,9 @@ impl CalendarActor {
             WriteOp::Insert { appointment, .. } => {
                 (Some(appointment.visit_type_id), appointment.time.start())
             }
-            WriteOp::Reschedule { id, time, .. } => (
-                self.entries.get(id).map(|a| a.visit_type_id),
-                time.start(),
-            ),
+            WriteOp::Reschedule { id, time, .. } => {
+                (self.entries.get(id).map(|a| a.visit_type_id), time.start())
+            }
             WriteOp::SetStatus { .. } => (None, Utc::now()),
         };
         self.taken_at(visit_type, start)
@@ -560,7 +564,9 @@ impl Handler<FreeSlots> for CalendarActor {
         let vt = schedule
             .visit_type(msg.visit_type)
             .ok_or(BookingError::UnknownVisitType)?;
-        Ok(slots::free_slots(schedule, vt, msg.range, &self.busy, bookable))
+        Ok(slots::free_slots(
+            schedule, vt, msg.range, &self.busy, bookable,
+        ))
     }
 }
 

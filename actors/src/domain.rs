@@ -399,7 +399,10 @@ mod tests {
         let a = TimeRange::new(t(0), t(30)).unwrap();
         let b = TimeRange::new(t(30), t(60)).unwrap();
         let c = TimeRange::new(t(29), t(31)).unwrap();
-        assert!(!a.overlaps(&b), "half-open ranges that touch do not overlap");
+        assert!(
+            !a.overlaps(&b),
+            "half-open ranges that touch do not overlap"
+        );
         assert!(a.overlaps(&c) && b.overlaps(&c));
     }
 

@@ -15,9 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc,
-};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::domain::{DoctorSchedule, ExceptionKind, Slot, TimeRange, VisitType};
@@ -42,7 +40,7 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime, later: bool) -> DateTime<Utc> 
             // offset twelve hours earlier is the one before this gap.
             let before = local - Duration::hours(12);
             let offset = match tz.from_local_datetime(&before) {
-                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.offset().clone(),
+                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => *t.offset(),
                 LocalResult::None => tz.offset_from_utc_datetime(&before),
             };
             let secs = chrono::Offset::fix(&offset).local_minus_utc();
@@ -363,7 +361,10 @@ mod tests {
     #[test]
     fn new_york_spring_forward_skips_the_missing_hour() {
         // 2026-03-08: clocks jump from 02:00 EST to 03:00 EDT.
-        let s = schedule("America/New_York", vec![rule(Weekday::Sun, "01:00", "04:00")]);
+        let s = schedule(
+            "America/New_York",
+            vec![rule(Weekday::Sun, "01:00", "04:00")],
+        );
         let slots = candidate_slots(
             &s,
             &s.visit_types[0],
@@ -381,12 +382,19 @@ mod tests {
             ]
         );
         // Every visit lasts exactly 30 real minutes.
-        assert!(slots.iter().all(|s| s.end - s.start == Duration::minutes(30)));
+        assert!(
+            slots
+                .iter()
+                .all(|s| s.end - s.start == Duration::minutes(30))
+        );
     }
 
     #[test]
     fn window_starting_inside_the_gap_starts_when_the_gap_ends() {
-        let s = schedule("America/New_York", vec![rule(Weekday::Sun, "02:30", "04:00")]);
+        let s = schedule(
+            "America/New_York",
+            vec![rule(Weekday::Sun, "02:30", "04:00")],
+        );
         let slots = candidate_slots(
             &s,
             &s.visit_types[0],
@@ -400,7 +408,10 @@ mod tests {
     #[test]
     fn new_york_fall_back_works_the_repeated_hour_twice() {
         // 2026-11-01: clocks fall back from 02:00 EDT to 01:00 EST.
-        let s = schedule("America/New_York", vec![rule(Weekday::Sun, "00:00", "03:00")]);
+        let s = schedule(
+            "America/New_York",
+            vec![rule(Weekday::Sun, "00:00", "03:00")],
+        );
         let slots = candidate_slots(
             &s,
             &s.visit_types[0],
@@ -413,13 +424,24 @@ mod tests {
         assert_eq!(slots[7].start, utc("2026-11-01T07:30:00Z"));
         let locals: Vec<String> = slots
             .iter()
-            .map(|s| s.start.with_timezone(&s_tz()).format("%H:%M %Z").to_string())
+            .map(|s| {
+                s.start
+                    .with_timezone(&s_tz())
+                    .format("%H:%M %Z")
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             locals,
             [
-                "00:00 EDT", "00:30 EDT", "01:00 EDT", "01:30 EDT", "01:00 EST", "01:30 EST",
-                "02:00 EST", "02:30 EST"
+                "00:00 EDT",
+                "00:30 EDT",
+                "01:00 EDT",
+                "01:30 EDT",
+                "01:00 EST",
+                "01:30 EST",
+                "02:00 EST",
+                "02:30 EST"
             ]
         );
     }
@@ -431,10 +453,7 @@ mod tests {
     #[test]
     fn berlin_spring_forward_and_fall_back() {
         // Europe/Berlin: 2026-03-29 02:00 CET → 03:00 CEST; 2026-10-25 03:00 CEST → 02:00 CET.
-        let s = schedule(
-            "Europe/Berlin",
-            vec![rule(Weekday::Sun, "01:00", "05:00")],
-        );
+        let s = schedule("Europe/Berlin", vec![rule(Weekday::Sun, "01:00", "05:00")]);
         let spring = candidate_slots(
             &s,
             &s.visit_types[0],
@@ -655,9 +674,15 @@ mod tests {
         busy.insert(b, 'b');
         let probe = |x: &str, y: &str| busy.conflict(range(x, y), None);
         assert_eq!(probe("2026-11-25T08:00:00Z", "2026-11-25T09:00:00Z"), None);
-        assert_eq!(probe("2026-11-25T08:00:00Z", "2026-11-25T09:00:01Z"), Some('a'));
+        assert_eq!(
+            probe("2026-11-25T08:00:00Z", "2026-11-25T09:00:01Z"),
+            Some('a')
+        );
         assert_eq!(probe("2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z"), None);
-        assert_eq!(probe("2026-11-25T09:59:00Z", "2026-11-25T13:00:00Z"), Some('b'));
+        assert_eq!(
+            probe("2026-11-25T09:59:00Z", "2026-11-25T13:00:00Z"),
+            Some('b')
+        );
         assert_eq!(busy.conflict(a, Some('a')), None, "own block ignored");
         busy.remove(a, 'b');
         assert_eq!(busy.len(), 2, "only the owner frees a block");

@@ -16,7 +16,10 @@ use crate::{
     domain::{Email, Password, Role},
     error::ApiError,
     routes::auth::AccountOut,
-    store::{Clinic, ClinicFields, Doctor, DoctorFields, ExceptionRecord, NewUser, RuleRecord, VisitTypeRecord},
+    store::{
+        Clinic, ClinicFields, Doctor, DoctorFields, ExceptionRecord, NewUser, RuleRecord,
+        VisitTypeRecord,
+    },
 };
 
 /// Clinic fields.
@@ -43,14 +46,22 @@ impl ClinicIn {
     fn parse(self) -> Result<ClinicFields, ApiError> {
         parse_time_zone(&self.time_zone)?;
         if self.latitude.is_some_and(|l| !(-90.0..=90.0).contains(&l))
-            || self.longitude.is_some_and(|l| !(-180.0..=180.0).contains(&l))
+            || self
+                .longitude
+                .is_some_and(|l| !(-180.0..=180.0).contains(&l))
         {
-            return Err(ApiError::unprocessable("invalid_coordinates", "latitude must be within ±90 and longitude within ±180"));
+            return Err(ApiError::unprocessable(
+                "invalid_coordinates",
+                "latitude must be within ±90 and longitude within ±180",
+            ));
         }
         let cutoff = self.cancellation_cutoff_minutes.unwrap_or(1440);
         let horizon = self.booking_horizon_days.unwrap_or(60);
         if !(0..=525_600).contains(&cutoff) || !(1..=730).contains(&horizon) {
-            return Err(ApiError::unprocessable("invalid_policy", "cancellation_cutoff_minutes must be 0..525600 and booking_horizon_days 1..730"));
+            return Err(ApiError::unprocessable(
+                "invalid_policy",
+                "cancellation_cutoff_minutes must be 0..525600 and booking_horizon_days 1..730",
+            ));
         }
         Ok(ClinicFields {
             name: parse_name("name", &self.name)?,
@@ -75,11 +86,18 @@ fn doctor_id(s: &str) -> Result<DoctorId, ApiError> {
 /// Creates a clinic (platform admins only).
 #[utoipa::path(post, path = "/api/v1/clinics", tag = "admin", request_body = ClinicIn,
     security(("bearer" = [])), responses((status = 201, body = Clinic)))]
-pub async fn create_clinic(state: State, user: AuthUser, body: web::Json<ClinicIn>) -> Result<HttpResponse, ApiError> {
+pub async fn create_clinic(
+    state: State,
+    user: AuthUser,
+    body: web::Json<ClinicIn>,
+) -> Result<HttpResponse, ApiError> {
     if !user.is_platform_admin() {
         return Err(ApiError::forbidden("only a platform admin creates clinics"));
     }
-    let c = state.store.create_clinic(body.into_inner().parse()?).await?;
+    let c = state
+        .store
+        .create_clinic(body.into_inner().parse()?)
+        .await?;
     Ok(HttpResponse::Created().json(c))
 }
 
@@ -103,10 +121,18 @@ pub async fn get_clinic(state: State, path: web::Path<String>) -> Result<HttpRes
 /// Changes a clinic (its admins).
 #[utoipa::path(put, path = "/api/v1/clinics/{id}", tag = "admin", request_body = ClinicIn,
     security(("bearer" = [])), responses((status = 200, body = Clinic)))]
-pub async fn update_clinic(state: State, user: AuthUser, path: web::Path<String>, body: web::Json<ClinicIn>) -> Result<HttpResponse, ApiError> {
+pub async fn update_clinic(
+    state: State,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<ClinicIn>,
+) -> Result<HttpResponse, ApiError> {
     let id = clinic_id(&path)?;
     require_admin(&user, id)?;
-    let c = state.store.update_clinic(id, body.into_inner().parse()?).await?;
+    let c = state
+        .store
+        .update_clinic(id, body.into_inner().parse()?)
+        .await?;
     // Time zone, cut-off and horizon feed every calendar of the clinic.
     for d in state.store.doctors(Some(id), None).await? {
         state.calendars.refresh(d.id);
@@ -133,7 +159,10 @@ impl DoctorIn {
     fn parse(self) -> Result<DoctorFields, ApiError> {
         let clean = |v: Vec<String>| -> Result<Vec<String>, ApiError> {
             if v.len() > 20 || v.iter().any(|s| s.trim().is_empty() || s.len() > 100) {
-                return Err(ApiError::unprocessable("invalid_list", "at most 20 entries of 1 to 100 characters"));
+                return Err(ApiError::unprocessable(
+                    "invalid_list",
+                    "at most 20 entries of 1 to 100 characters",
+                ));
             }
             Ok(v.into_iter().map(|s| s.trim().to_string()).collect())
         };
@@ -149,20 +178,36 @@ impl DoctorIn {
 /// Adds a doctor to a clinic (its admins).
 #[utoipa::path(post, path = "/api/v1/clinics/{id}/doctors", tag = "admin", request_body = DoctorIn,
     security(("bearer" = [])), responses((status = 201, body = Doctor)))]
-pub async fn create_doctor(state: State, user: AuthUser, path: web::Path<String>, body: web::Json<DoctorIn>) -> Result<HttpResponse, ApiError> {
+pub async fn create_doctor(
+    state: State,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<DoctorIn>,
+) -> Result<HttpResponse, ApiError> {
     let clinic = clinic_id(&path)?;
     require_admin(&user, clinic)?;
-    let d = state.store.create_doctor(clinic, body.into_inner().parse()?).await?;
+    let d = state
+        .store
+        .create_doctor(clinic, body.into_inner().parse()?)
+        .await?;
     Ok(HttpResponse::Created().json(d))
 }
 
 /// Changes a doctor (admins of their clinic).
 #[utoipa::path(put, path = "/api/v1/doctors/{id}", tag = "admin", request_body = DoctorIn,
     security(("bearer" = [])), responses((status = 200, body = Doctor)))]
-pub async fn update_doctor(state: State, user: AuthUser, path: web::Path<String>, body: web::Json<DoctorIn>) -> Result<HttpResponse, ApiError> {
+pub async fn update_doctor(
+    state: State,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<DoctorIn>,
+) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path)?).await?;
     require_admin(&user, doctor.clinic_id)?;
-    let d = state.store.update_doctor(doctor.id, body.into_inner().parse()?).await?;
+    let d = state
+        .store
+        .update_doctor(doctor.id, body.into_inner().parse()?)
+        .await?;
     state.calendars.refresh(d.id);
     Ok(HttpResponse::Ok().json(d))
 }
@@ -181,7 +226,12 @@ pub struct AccountIn {
 /// Creates the doctor's login (admins of their clinic).
 #[utoipa::path(post, path = "/api/v1/doctors/{id}/account", tag = "admin", request_body = AccountIn,
     security(("bearer" = [])), responses((status = 201, body = AccountOut)))]
-pub async fn create_doctor_account(state: State, user: AuthUser, path: web::Path<String>, body: web::Json<AccountIn>) -> Result<HttpResponse, ApiError> {
+pub async fn create_doctor_account(
+    state: State,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<AccountIn>,
+) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path)?).await?;
     require_admin(&user, doctor.clinic_id)?;
     let body = body.into_inner();
@@ -191,7 +241,14 @@ pub async fn create_doctor_account(state: State, user: AuthUser, path: web::Path
     let password_hash = hash_password_blocking(password.expose().to_string()).await?;
     let account = state
         .store
-        .create_user(NewUser { email, name, role: Role::Doctor, doctor_id: Some(doctor.id), clinic_id: Some(doctor.clinic_id), password_hash })
+        .create_user(NewUser {
+            email,
+            name,
+            role: Role::Doctor,
+            doctor_id: Some(doctor.id),
+            clinic_id: Some(doctor.clinic_id),
+            password_hash,
+        })
         .await?;
     Ok(HttpResponse::Created().json(AccountOut::from(account)))
 }
@@ -222,7 +279,12 @@ pub struct VisitTypeIn {
 /// Adds a visit type (the doctor or an admin).
 #[utoipa::path(post, path = "/api/v1/doctors/{id}/visit-types", tag = "admin", request_body = VisitTypeIn,
     security(("bearer" = [])), responses((status = 201, body = VisitTypeRecord)))]
-pub async fn create_visit_type(state: State, user: AuthUser, path: web::Path<String>, body: web::Json<VisitTypeIn>) -> Result<HttpResponse, ApiError> {
+pub async fn create_visit_type(
+    state: State,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<VisitTypeIn>,
+) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path)?).await?;
     let b = body.into_inner();
     if !(5..=480).contains(&b.duration_minutes)
@@ -230,11 +292,17 @@ pub async fn create_visit_type(state: State, user: AuthUser, path: web::Path<Str
         || !(0..=240).contains(&b.buffer_after_minutes)
         || b.fee_cents < 0
     {
-        return Err(ApiError::unprocessable("invalid_visit_type", "duration 5..480 minutes, buffers 0..240 minutes, fee ≥ 0"));
+        return Err(ApiError::unprocessable(
+            "invalid_visit_type",
+            "duration 5..480 minutes, buffers 0..240 minutes, fee ≥ 0",
+        ));
     }
     let currency = b.currency.unwrap_or_else(|| "USD".into()).to_uppercase();
     if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
-        return Err(ApiError::unprocessable("invalid_currency", "currency must be an ISO 4217 code such as EUR"));
+        return Err(ApiError::unprocessable(
+            "invalid_currency",
+            "currency must be an ISO 4217 code such as EUR",
+        ));
     }
     let v = state
         .store
@@ -275,14 +343,17 @@ pub struct RuleIn {
 fn parse_time(field: &str, s: &str) -> Result<NaiveTime, ApiError> {
     NaiveTime::parse_from_str(s, "%H:%M")
         .or_else(|_| NaiveTime::parse_from_str(s, "%H:%M:%S"))
-        .map_err(|_| ApiError::unprocessable("invalid_time", format!("{field}: {s:?} is not HH:MM")))
+        .map_err(|_| {
+            ApiError::unprocessable("invalid_time", format!("{field}: {s:?} is not HH:MM"))
+        })
 }
 
 fn parse_date(field: &str, s: &Option<String>) -> Result<Option<NaiveDate>, ApiError> {
     s.as_deref()
         .map(|d| {
-            NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .map_err(|_| ApiError::unprocessable("invalid_date", format!("{field}: {d:?} is not YYYY-MM-DD")))
+            NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                ApiError::unprocessable("invalid_date", format!("{field}: {d:?} is not YYYY-MM-DD"))
+            })
         })
         .transpose()
 }
@@ -290,7 +361,11 @@ fn parse_date(field: &str, s: &Option<String>) -> Result<Option<NaiveDate>, ApiE
 /// The doctor's weekly rules.
 #[utoipa::path(get, path = "/api/v1/doctors/{id}/rules", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = Vec<RuleRecord>)))]
-pub async fn list_rules(state: State, user: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn list_rules(
+    state: State,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(json!({ "rules": state.store.rules(doctor.id).await? })))
 }
@@ -298,7 +373,12 @@ pub async fn list_rules(state: State, user: AuthUser, path: web::Path<String>) -
 /// Adds a weekly rule.
 #[utoipa::path(post, path = "/api/v1/doctors/{id}/rules", tag = "admin", request_body = RuleIn,
     security(("bearer" = [])), responses((status = 201, body = RuleRecord)))]
-pub async fn create_rule(state: State, user: AuthUser, path: web::Path<String>, body: web::Json<RuleIn>) -> Result<HttpResponse, ApiError> {
+pub async fn create_rule(
+    state: State,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<RuleIn>,
+) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path)?).await?;
     weekday_from_iso(body.weekday)?;
     let start_time = parse_time("start_time", &body.start_time)?;
@@ -308,11 +388,24 @@ pub async fn create_rule(state: State, user: AuthUser, path: web::Path<String>, 
     if let (Some(a), Some(b)) = (valid_from, valid_until)
         && b < a
     {
-        return Err(ApiError::unprocessable("invalid_range", "valid_until is before valid_from"));
+        return Err(ApiError::unprocessable(
+            "invalid_range",
+            "valid_until is before valid_from",
+        ));
     }
     let r = state
         .store
-        .create_rule(doctor.id, RuleRecord { id: Uuid::now_v7(), weekday: body.weekday, start_time, end_time, valid_from, valid_until })
+        .create_rule(
+            doctor.id,
+            RuleRecord {
+                id: Uuid::now_v7(),
+                weekday: body.weekday,
+                start_time,
+                end_time,
+                valid_from,
+                valid_until,
+            },
+        )
         .await?;
     state.calendars.refresh(doctor.id);
     Ok(HttpResponse::Created().json(r))
@@ -321,9 +414,14 @@ pub async fn create_rule(state: State, user: AuthUser, path: web::Path<String>, 
 /// Removes a weekly rule.
 #[utoipa::path(delete, path = "/api/v1/doctors/{id}/rules/{rule_id}", tag = "admin",
     security(("bearer" = [])), responses((status = 204)))]
-pub async fn delete_rule(state: State, user: AuthUser, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_rule(
+    state: State,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path.0)?).await?;
-    let id = Uuid::parse_str(&path.1).map_err(|_| ApiError::not_found("rule_not_found", "rule not found"))?;
+    let id = Uuid::parse_str(&path.1)
+        .map_err(|_| ApiError::not_found("rule_not_found", "rule not found"))?;
     if !state.store.delete_rule(doctor.id, id).await? {
         return Err(ApiError::not_found("rule_not_found", "rule not found"));
     }
@@ -348,25 +446,50 @@ pub struct ExceptionIn {
 /// The doctor's current and future exceptions.
 #[utoipa::path(get, path = "/api/v1/doctors/{id}/exceptions", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = Vec<ExceptionRecord>)))]
-pub async fn list_exceptions(state: State, user: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn list_exceptions(
+    state: State,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path)?).await?;
     let since = chrono::Utc::now() - chrono::Duration::days(1);
-    Ok(HttpResponse::Ok().json(json!({ "exceptions": state.store.exceptions(doctor.id, since).await? })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "exceptions": state.store.exceptions(doctor.id, since).await? })))
 }
 
 /// Adds time off or extra hours.
 #[utoipa::path(post, path = "/api/v1/doctors/{id}/exceptions", tag = "admin", request_body = ExceptionIn,
     security(("bearer" = [])), responses((status = 201, body = ExceptionRecord)))]
-pub async fn create_exception(state: State, user: AuthUser, path: web::Path<String>, body: web::Json<ExceptionIn>) -> Result<HttpResponse, ApiError> {
+pub async fn create_exception(
+    state: State,
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<ExceptionIn>,
+) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path)?).await?;
     let kind: ExceptionKind = body.kind.parse()?;
-    let range = TimeRange::new(parse_instant("start", &body.start)?, parse_instant("end", &body.end)?)?;
+    let range = TimeRange::new(
+        parse_instant("start", &body.start)?,
+        parse_instant("end", &body.end)?,
+    )?;
     if range.duration() > chrono::Duration::days(366) {
-        return Err(ApiError::unprocessable("range_too_long", "an exception spans at most 366 days"));
+        return Err(ApiError::unprocessable(
+            "range_too_long",
+            "an exception spans at most 366 days",
+        ));
     }
     let e = state
         .store
-        .create_exception(doctor.id, ExceptionRecord { id: Uuid::now_v7(), kind, start: range.start(), end: range.end(), reason: body.reason.chars().take(500).collect() })
+        .create_exception(
+            doctor.id,
+            ExceptionRecord {
+                id: Uuid::now_v7(),
+                kind,
+                start: range.start(),
+                end: range.end(),
+                reason: body.reason.chars().take(500).collect(),
+            },
+        )
         .await?;
     state.calendars.refresh(doctor.id);
     Ok(HttpResponse::Created().json(e))
@@ -375,11 +498,19 @@ pub async fn create_exception(state: State, user: AuthUser, path: web::Path<Stri
 /// Removes an exception.
 #[utoipa::path(delete, path = "/api/v1/doctors/{id}/exceptions/{exception_id}", tag = "admin",
     security(("bearer" = [])), responses((status = 204)))]
-pub async fn delete_exception(state: State, user: AuthUser, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_exception(
+    state: State,
+    user: AuthUser,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path.0)?).await?;
-    let id = Uuid::parse_str(&path.1).map_err(|_| ApiError::not_found("exception_not_found", "exception not found"))?;
+    let id = Uuid::parse_str(&path.1)
+        .map_err(|_| ApiError::not_found("exception_not_found", "exception not found"))?;
     if !state.store.delete_exception(doctor.id, id).await? {
-        return Err(ApiError::not_found("exception_not_found", "exception not found"));
+        return Err(ApiError::not_found(
+            "exception_not_found",
+            "exception not found",
+        ));
     }
     state.calendars.refresh(doctor.id);
     Ok(HttpResponse::NoContent().finish())

@@ -135,7 +135,10 @@ pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpRespons
     let user = match form.grant_type.as_deref() {
         Some("password") => {
             let (Some(username), Some(password)) = (form.username, form.password) else {
-                return Ok(oauth_error("invalid_request", "username and password are required"));
+                return Ok(oauth_error(
+                    "invalid_request",
+                    "username and password are required",
+                ));
             };
             let Ok(email) = Email::parse(&username) else {
                 return Ok(oauth_error("invalid_grant", "invalid username or password"));
@@ -159,7 +162,11 @@ pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpRespons
             let Some(token) = form.refresh_token else {
                 return Ok(oauth_error("invalid_request", "refresh_token is required"));
             };
-            match state.store.use_refresh_token(&refresh_digest(&token)).await? {
+            match state
+                .store
+                .use_refresh_token(&refresh_digest(&token))
+                .await?
+            {
                 RefreshOutcome::Rotated { user, family } => {
                     return issue(&state, user, family).await;
                 }
@@ -168,7 +175,10 @@ pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpRespons
                     return Ok(oauth_error("invalid_grant", "refresh token already used"));
                 }
                 RefreshOutcome::Invalid => {
-                    return Ok(oauth_error("invalid_grant", "refresh token is invalid or expired"));
+                    return Ok(oauth_error(
+                        "invalid_grant",
+                        "refresh token is invalid or expired",
+                    ));
                 }
             }
         }
@@ -202,5 +212,4 @@ async fn issue(state: &State, user: UserRecord, family: Uuid) -> Result<HttpResp
 }
 
 /// argon2id hash of a random string nobody knows.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2fQ3mQ5vYtq0cC6ZzP1nq1oQyJm1S6mJ4V7Xb0b9QmI";
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2fQ3mQ5vYtq0cC6ZzP1nq1oQyJm1S6mJ4V7Xb0b9QmI";

@@ -46,7 +46,11 @@ pub async fn list_doctors(
     q: web::Query<DoctorFilter>,
 ) -> Result<HttpResponse, ApiError> {
     let clinic = q.clinic.as_deref().map(ClinicId::parse).transpose()?;
-    let specialty = q.specialty.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let specialty = q
+        .specialty
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
     let doctors = state.store.doctors(clinic, specialty).await?;
     Ok(HttpResponse::Ok().json(DoctorsOut { doctors }))
 }
@@ -214,7 +218,13 @@ pub async fn create_appointment(
         }
         let booked = state
             .calendars
-            .ask(doctor, Confirm { hold_id: hold, by: user.id })
+            .ask(
+                doctor,
+                Confirm {
+                    hold_id: hold,
+                    by: user.id,
+                },
+            )
             .await?;
         return Ok(HttpResponse::Created().json(AppointmentOut::from(booked)));
     }
@@ -335,7 +345,10 @@ async fn own_appointment(
     if a.patient_id == user.id {
         Ok(a)
     } else {
-        Err(ApiError::not_found("appointment_not_found", "appointment not found"))
+        Err(ApiError::not_found(
+            "appointment_not_found",
+            "appointment not found",
+        ))
     }
 }
 
@@ -453,7 +466,9 @@ pub async fn record_outcome(
 ) -> Result<HttpResponse, ApiError> {
     let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
     if user.role == Role::Patient {
-        return Err(ApiError::forbidden("only the doctor or a clinic admin records outcomes"));
+        return Err(ApiError::forbidden(
+            "only the doctor or a clinic admin records outcomes",
+        ));
     }
     let status = match body.status.as_str() {
         "completed" => AppointmentStatus::Completed,
@@ -467,7 +482,14 @@ pub async fn record_outcome(
     };
     let done = state
         .calendars
-        .ask(a.doctor_id, RecordOutcome { id: a.id, status, by: user.id })
+        .ask(
+            a.doctor_id,
+            RecordOutcome {
+                id: a.id,
+                status,
+                by: user.id,
+            },
+        )
         .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(done)))
 }
@@ -529,7 +551,13 @@ pub async fn confirm_hold(
     let a = own_appointment(&state, &user, appointment_id(&path)?).await?;
     let booked = state
         .calendars
-        .ask(a.doctor_id, Confirm { hold_id: a.id, by: user.id })
+        .ask(
+            a.doctor_id,
+            Confirm {
+                hold_id: a.id,
+                by: user.id,
+            },
+        )
         .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(booked)))
 }
@@ -544,7 +572,10 @@ pub async fn release_hold(
 ) -> Result<HttpResponse, ApiError> {
     let a = own_appointment(&state, &user, appointment_id(&path)?).await?;
     if a.status != AppointmentStatus::Held {
-        return Err(ApiError::conflict("invalid_transition", format!("the appointment is {}", a.status)));
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!("the appointment is {}", a.status),
+        ));
     }
     let released = state
         .calendars
@@ -593,7 +624,8 @@ pub async fn doctor_day(
     let next = date.succ_opt().unwrap_or(date);
     let range = TimeRange::new(midnight(date), midnight(next))?;
     let list = state.store.doctor_appointments(doctor.id, range).await?;
-    let offset = chrono::Offset::fix(&tz.offset_from_utc_datetime(&range.start().naive_utc())).to_string();
+    let offset =
+        chrono::Offset::fix(&tz.offset_from_utc_datetime(&range.start().naive_utc())).to_string();
     Ok(HttpResponse::Ok().json(json!({
         "doctor_id": doctor.id,
         "date": date,

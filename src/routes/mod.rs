@@ -147,7 +147,9 @@ pub fn require_admin(user: &AuthUser, clinic: ClinicId) -> Result<(), ApiError> 
     if user.administers(clinic) {
         Ok(())
     } else {
-        Err(ApiError::forbidden("only an admin of this clinic may do this"))
+        Err(ApiError::forbidden(
+            "only an admin of this clinic may do this",
+        ))
     }
 }
 
@@ -208,25 +210,55 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/doctors/{id}", web::put().to(admin::update_doctor))
                 .route("/doctors/{id}/slots", web::get().to(booking::doctor_slots))
                 .route("/doctors/{id}/day", web::get().to(booking::doctor_day))
-                .route("/doctors/{id}/visit-types", web::get().to(booking::doctor_visit_types))
-                .route("/doctors/{id}/visit-types", web::post().to(admin::create_visit_type))
-                .route("/doctors/{id}/account", web::post().to(admin::create_doctor_account))
+                .route(
+                    "/doctors/{id}/visit-types",
+                    web::get().to(booking::doctor_visit_types),
+                )
+                .route(
+                    "/doctors/{id}/visit-types",
+                    web::post().to(admin::create_visit_type),
+                )
+                .route(
+                    "/doctors/{id}/account",
+                    web::post().to(admin::create_doctor_account),
+                )
                 .route("/doctors/{id}/rules", web::get().to(admin::list_rules))
                 .route("/doctors/{id}/rules", web::post().to(admin::create_rule))
-                .route("/doctors/{id}/rules/{rule_id}", web::delete().to(admin::delete_rule))
-                .route("/doctors/{id}/exceptions", web::get().to(admin::list_exceptions))
-                .route("/doctors/{id}/exceptions", web::post().to(admin::create_exception))
+                .route(
+                    "/doctors/{id}/rules/{rule_id}",
+                    web::delete().to(admin::delete_rule),
+                )
+                .route(
+                    "/doctors/{id}/exceptions",
+                    web::get().to(admin::list_exceptions),
+                )
+                .route(
+                    "/doctors/{id}/exceptions",
+                    web::post().to(admin::create_exception),
+                )
                 .route(
                     "/doctors/{id}/exceptions/{exception_id}",
                     web::delete().to(admin::delete_exception),
                 )
                 .route("/appointments", web::post().to(booking::create_appointment))
                 .route("/appointments", web::get().to(booking::list_appointments))
-                .route("/appointments/{id}", web::get().to(booking::get_appointment))
-                .route("/appointments/{id}/history", web::get().to(booking::appointment_history))
-                .route("/appointments/{id}/reschedule", web::post().to(booking::reschedule))
+                .route(
+                    "/appointments/{id}",
+                    web::get().to(booking::get_appointment),
+                )
+                .route(
+                    "/appointments/{id}/history",
+                    web::get().to(booking::appointment_history),
+                )
+                .route(
+                    "/appointments/{id}/reschedule",
+                    web::post().to(booking::reschedule),
+                )
                 .route("/appointments/{id}/cancel", web::post().to(booking::cancel))
-                .route("/appointments/{id}/outcome", web::post().to(booking::record_outcome))
+                .route(
+                    "/appointments/{id}/outcome",
+                    web::post().to(booking::record_outcome),
+                )
                 .route("/holds", web::post().to(booking::create_hold))
                 .route("/holds/{id}/confirm", web::post().to(booking::confirm_hold))
                 .route("/holds/{id}", web::delete().to(booking::release_hold))
@@ -234,6 +266,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/clinics", web::get().to(admin::list_clinics))
                 .route("/clinics/{id}", web::get().to(admin::get_clinic))
                 .route("/clinics/{id}", web::put().to(admin::update_clinic))
-                .route("/clinics/{id}/doctors", web::post().to(admin::create_doctor)),
+                .route(
+                    "/clinics/{id}/doctors",
+                    web::post().to(admin::create_doctor),
+                ),
         );
 }

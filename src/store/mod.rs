@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use docspot_actors::{
     domain::{
-        Appointment, AppointmentId, AppointmentStatus, ClinicId, DoctorId, ExceptionKind, TimeRange,
-        UserId, VisitTypeId,
+        Appointment, AppointmentId, AppointmentStatus, ClinicId, DoctorId, ExceptionKind,
+        TimeRange, UserId, VisitTypeId,
     },
     store::{CalendarStore, StoreError},
 };
@@ -281,8 +281,11 @@ pub trait Store: CalendarStore {
     async fn clinics(&self) -> Result<Vec<Clinic>, StoreError>;
 
     /// Creates a doctor in a clinic.
-    async fn create_doctor(&self, clinic: ClinicId, fields: DoctorFields)
-    -> Result<Doctor, DbError>;
+    async fn create_doctor(
+        &self,
+        clinic: ClinicId,
+        fields: DoctorFields,
+    ) -> Result<Doctor, DbError>;
     /// Changes a doctor.
     async fn update_doctor(&self, id: DoctorId, fields: DoctorFields) -> Result<Doctor, DbError>;
     /// One doctor.
@@ -334,8 +337,7 @@ pub trait Store: CalendarStore {
         key: &str,
     ) -> Result<Option<Appointment>, StoreError>;
     /// A patient's appointments, newest first.
-    async fn patient_appointments(&self, patient: UserId)
-    -> Result<Vec<Appointment>, StoreError>;
+    async fn patient_appointments(&self, patient: UserId) -> Result<Vec<Appointment>, StoreError>;
     /// A doctor's appointments overlapping `range`, by start.
     async fn doctor_appointments(
         &self,

@@ -14,8 +14,8 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use docspot_actors::{
     domain::{
         Appointment, AppointmentId, AppointmentStatus, AvailabilityException, AvailabilityRule,
-        ClinicId, DoctorId, DoctorSchedule, TimeRange, UserId, VisitType,
-        VisitTypeId, parse_time_zone, weekday_from_iso,
+        ClinicId, DoctorId, DoctorSchedule, TimeRange, UserId, VisitType, VisitTypeId,
+        parse_time_zone, weekday_from_iso,
     },
     store::{CalendarStore, OpError, StoreError, WriteOp},
 };
@@ -57,7 +57,10 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
         .is_some();
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match client.execute(&format!("CREATE DATABASE {quoted}"), &[]).await {
+        match client
+            .execute(&format!("CREATE DATABASE {quoted}"), &[])
+            .await
+        {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another node created it at the same moment: fine.
             Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
@@ -402,16 +405,28 @@ async fn set_status(
         .await?;
     match row {
         Some(row) => Ok(appointment(&row).map_err(|e| OpError::Other(e.0))),
-        None => Ok(Err(
-            diagnose(tx, id, doctor, from, starts_after, hold_valid_at).await?
-        )),
+        None => Ok(Err(diagnose(
+            tx,
+            id,
+            doctor,
+            from,
+            starts_after,
+            hold_valid_at,
+        )
+        .await?)),
     }
 }
 
 async fn reschedule(
     tx: &deadpool_postgres::Transaction<'_>,
     doctor: DoctorId,
-    op: (AppointmentId, TimeRange, TimeRange, UserId, Option<DateTime<Utc>>),
+    op: (
+        AppointmentId,
+        TimeRange,
+        TimeRange,
+        UserId,
+        Option<DateTime<Utc>>,
+    ),
 ) -> Result<Outcome, tokio_postgres::Error> {
     let (id, time, block, by, starts_after) = op;
     let sql = format!(
@@ -457,7 +472,9 @@ async fn reschedule(
         Ok(None) => {
             tx.batch_execute("RELEASE SAVEPOINT reschedule").await?;
             let active = [AppointmentStatus::Held, AppointmentStatus::Booked];
-            Ok(Err(diagnose(tx, id, doctor, &active, starts_after, None).await?))
+            Ok(Err(
+                diagnose(tx, id, doctor, &active, starts_after, None).await?
+            ))
         }
         Err(e) if e.code() == Some(&SqlState::EXCLUSION_VIOLATION) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT reschedule").await?;
@@ -538,8 +555,10 @@ impl CalendarStore for PgStore {
         // Issued together, these three pipeline over the one connection.
         let since = Utc::now() - Duration::days(1);
         let id = doctor.0;
-        let (p1, p2): ([&(dyn tokio_postgres::types::ToSql + Sync); 1], [&(dyn tokio_postgres::types::ToSql + Sync); 2]) =
-            ([&id], [&id, &since]);
+        let (p1, p2): (
+            [&(dyn tokio_postgres::types::ToSql + Sync); 1],
+            [&(dyn tokio_postgres::types::ToSql + Sync); 2],
+        ) = ([&id], [&id, &since]);
         let (rules, exceptions, visit_types) = futures::try_join!(
             client.query(
                 "SELECT weekday, start_time, end_time, valid_from, valid_until
@@ -642,7 +661,9 @@ impl CalendarStore for PgStore {
                 for op in &ops {
                     out.push(
                         match apply_all(&mut client, doctor, std::slice::from_ref(op)).await {
-                            Ok(mut v) => v.pop().unwrap_or(Err(OpError::Other("no outcome".into()))),
+                            Ok(mut v) => {
+                                v.pop().unwrap_or(Err(OpError::Other("no outcome".into())))
+                            }
                             Err(e) if e.is_closed() => return Err(unavailable(e)),
                             Err(e) => Err(OpError::Other(e.to_string())),
                         },
@@ -848,7 +869,14 @@ impl Store for PgStore {
             .execute(
                 "INSERT INTO doctors (id, clinic_id, name, specialties, languages, active)
                  VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&id.0, &c.0, &f.name, &f.specialties, &f.languages, &f.active],
+                &[
+                    &id.0,
+                    &c.0,
+                    &f.name,
+                    &f.specialties,
+                    &f.languages,
+                    &f.active,
+                ],
             )
             .await
             .map_err(|e| catalogue_error(e, "clinic"))?;
@@ -1071,10 +1099,7 @@ impl Store for PgStore {
         row.as_ref().map(appointment).transpose()
     }
 
-    async fn patient_appointments(
-        &self,
-        patient: UserId,
-    ) -> Result<Vec<Appointment>, StoreError> {
+    async fn patient_appointments(&self, patient: UserId) -> Result<Vec<Appointment>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -1155,7 +1180,8 @@ impl Store for PgStore {
         let mut n = 0;
         for chunk in list.chunks(2000) {
             let col = |f: &dyn Fn(&Appointment) -> Uuid| chunk.iter().map(f).collect::<Vec<_>>();
-            let ts = |f: &dyn Fn(&Appointment) -> DateTime<Utc>| chunk.iter().map(f).collect::<Vec<_>>();
+            let ts =
+                |f: &dyn Fn(&Appointment) -> DateTime<Utc>| chunk.iter().map(f).collect::<Vec<_>>();
             let status: Vec<&str> = chunk.iter().map(|a| a.status.as_str()).collect();
             n += tx
                 .execute(

@@ -20,8 +20,14 @@ async fn five_hundred_patients_race_for_one_slot_and_exactly_one_wins() {
     }))
     .await;
     let won = results.iter().filter(|(s, _)| *s == 201).count();
-    let lost = results.iter().filter(|(s, b)| *s == 409 && b["code"] == "slot_taken").count();
-    let other: Vec<_> = results.iter().filter(|(s, _)| *s != 201 && *s != 409).collect();
+    let lost = results
+        .iter()
+        .filter(|(s, b)| *s == 409 && b["code"] == "slot_taken")
+        .count();
+    let other: Vec<_> = results
+        .iter()
+        .filter(|(s, _)| *s != 201 && *s != 409)
+        .collect();
     assert!(other.is_empty(), "no 5xx or other answers: {other:?}");
     assert_eq!((won, lost), (1, 499));
     assert_eq!(app.active_rows(f.doctor.id).await, 1);
@@ -30,9 +36,15 @@ async fn five_hundred_patients_race_for_one_slot_and_exactly_one_wins() {
 #[actix_web::test]
 async fn two_nodes_sharing_a_database_never_double_book() {
     let a = spawn_app().await;
-    let b = spawn_app_with(Options { database: Some(a.database.clone()), ..Default::default() }).await;
+    let b = spawn_app_with(Options {
+        database: Some(a.database.clone()),
+        ..Default::default()
+    })
+    .await;
     let f = a.fixture().await;
-    let slots: Vec<_> = (0..10).map(|i| tomorrow_at(8, 0) + Duration::minutes(30 * i)).collect();
+    let slots: Vec<_> = (0..10)
+        .map(|i| tomorrow_at(8, 0) + Duration::minutes(30 * i))
+        .collect();
     let mut tokens = Vec::new();
     for _ in 0..40 {
         tokens.push(a.patient().await.1);
@@ -41,17 +53,29 @@ async fn two_nodes_sharing_a_database_never_double_book() {
     a.slots(f.doctor.id, slots[0], slots[9]).await;
     b.slots(f.doctor.id, slots[0], slots[9]).await;
     // Every patient tries every slot, half through each node.
-    let attempts = tokens.iter().enumerate().flat_map(|(i, t)| {
-        slots.iter().map(move |s| (i, t.clone(), *s))
-    });
+    let attempts = tokens
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| slots.iter().map(move |s| (i, t.clone(), *s)));
     let results = join_all(attempts.map(|(i, t, s)| {
         let node = if i % 2 == 0 { &a } else { &b };
-        async move { (s, node.book(&t, f.doctor.id, s, None).await.status().as_u16()) }
+        async move {
+            (
+                s,
+                node.book(&t, f.doctor.id, s, None).await.status().as_u16(),
+            )
+        }
     }))
     .await;
     for s in &slots {
-        let won = results.iter().filter(|(x, st)| x == s && *st == 201).count();
-        let lost = results.iter().filter(|(x, st)| x == s && *st == 409).count();
+        let won = results
+            .iter()
+            .filter(|(x, st)| x == s && *st == 201)
+            .count();
+        let lost = results
+            .iter()
+            .filter(|(x, st)| x == s && *st == 409)
+            .count();
         assert_eq!(won, 1, "exactly one winner for {s}");
         assert_eq!(lost, 39, "every loser hears 409 for {s}");
     }
@@ -80,7 +104,11 @@ async fn a_restarted_calendar_rebuilds_from_the_database() {
     assert_eq!(a.book(&t, f.doctor.id, at, None).await.status(), 201);
     // A fresh node (fresh actors) sees the booking and refuses the slot
     // from memory.
-    let b = spawn_app_with(Options { database: Some(a.database.clone()), ..Default::default() }).await;
+    let b = spawn_app_with(Options {
+        database: Some(a.database.clone()),
+        ..Default::default()
+    })
+    .await;
     let free = b.slots(f.doctor.id, at, at + Duration::hours(2)).await;
     assert!(!free.contains(&at));
     let (_, t2) = b.patient().await;

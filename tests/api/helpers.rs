@@ -29,7 +29,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { hold_ttl_secs: 300, database: None }
+        Self {
+            hold_ttl_secs: 300,
+            database: None,
+        }
     }
 }
 
@@ -70,7 +73,10 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         address,
         database,
         state,
-        client: reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap(),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
     }
 }
 
@@ -92,9 +98,10 @@ impl TestApp {
     }
 
     pub async fn sql(&self) -> tokio_postgres::Client {
-        let (c, conn) = tokio_postgres::connect(&format!("{PG}/{}", self.database), tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test database");
+        let (c, conn) =
+            tokio_postgres::connect(&format!("{PG}/{}", self.database), tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test database");
         actix_web::rt::spawn(conn);
         c
     }
@@ -164,7 +171,11 @@ impl TestApp {
                 .await
                 .expect("rule");
         }
-        Fixture { clinic, doctor, visit_type: vt.id }
+        Fixture {
+            clinic,
+            doctor,
+            visit_type: vt.id,
+        }
     }
 
     /// UTC clinic, cut-off 24 h, one doctor open 08:00–18:00 every day.
@@ -173,7 +184,12 @@ impl TestApp {
         self.doctor_in(clinic, "Dr. Test", "08:00", "18:00").await
     }
 
-    pub async fn user(&self, role: Role, doctor: Option<&Doctor>, clinic: Option<ClinicId>) -> (UserRecord, String) {
+    pub async fn user(
+        &self,
+        role: Role,
+        doctor: Option<&Doctor>,
+        clinic: Option<ClinicId>,
+    ) -> (UserRecord, String) {
         let u = self
             .state
             .store
@@ -213,7 +229,12 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn slots(&self, doctor: impl std::fmt::Display, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    pub async fn slots(
+        &self,
+        doctor: impl std::fmt::Display,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
         let r = self
             .client
             .get(self.url(&format!("/api/v1/doctors/{doctor}/slots")))
@@ -231,7 +252,13 @@ impl TestApp {
             .collect()
     }
 
-    pub async fn book(&self, token: &str, doctor: impl std::fmt::Display, start: DateTime<Utc>, key: Option<&str>) -> Response {
+    pub async fn book(
+        &self,
+        token: &str,
+        doctor: impl std::fmt::Display,
+        start: DateTime<Utc>,
+        key: Option<&str>,
+    ) -> Response {
         let mut req = self
             .client
             .post(self.url("/api/v1/appointments"))
@@ -243,7 +270,12 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
-    pub async fn hold(&self, token: &str, doctor: impl std::fmt::Display, start: DateTime<Utc>) -> Response {
+    pub async fn hold(
+        &self,
+        token: &str,
+        doctor: impl std::fmt::Display,
+        start: DateTime<Utc>,
+    ) -> Response {
         self.client
             .post(self.url("/api/v1/holds"))
             .bearer_auth(token)
@@ -254,11 +286,22 @@ impl TestApp {
     }
 
     pub async fn post(&self, token: &str, path: &str, body: Value) -> Response {
-        self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, token: &str, path: &str) -> Response {
-        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Rows of the doctor's active appointments in the database.
@@ -283,11 +326,22 @@ pub fn tomorrow_at(h: u32, m: u32) -> DateTime<Utc> {
 /// Reads a JSON body, asserting the status first.
 pub async fn expect(r: Response, status: u16) -> Value {
     let got = r.status();
-    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
     let body = r.text().await.unwrap();
     assert_eq!(got, StatusCode::from_u16(status).unwrap(), "body: {body}");
     if got.is_client_error() || got.is_server_error() {
-        assert_eq!(ct.as_deref(), Some("application/problem+json"), "errors are problem+json: {body}");
+        assert_eq!(
+            ct.as_deref(),
+            Some("application/problem+json"),
+            "errors are problem+json: {body}"
+        );
     }
-    if body.is_empty() { Value::Null } else { serde_json::from_str(&body).unwrap_or(Value::String(body)) }
+    if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).unwrap_or(Value::String(body))
+    }
 }

@@ -7,7 +7,11 @@ use crate::helpers::{Options, expect, spawn_app, spawn_app_with, tomorrow_at};
 
 #[actix_web::test]
 async fn a_hold_blocks_others_then_expires_by_itself() {
-    let app = spawn_app_with(Options { hold_ttl_secs: 1, ..Default::default() }).await;
+    let app = spawn_app_with(Options {
+        hold_ttl_secs: 1,
+        ..Default::default()
+    })
+    .await;
     let f = app.fixture().await;
     let (_, ann_t) = app.patient().await;
     let (_, bob_t) = app.patient().await;
@@ -17,17 +21,43 @@ async fn a_hold_blocks_others_then_expires_by_itself() {
     assert_eq!(h["status"], "held");
     let expires: DateTime<Utc> = h["hold_expires_at"].as_str().unwrap().parse().unwrap();
     assert!(expires > Utc::now() && expires <= Utc::now() + Duration::seconds(2));
-    assert_eq!(expect(app.book(&bob_t, f.doctor.id, at, None).await, 409).await["code"], "slot_taken");
+    assert_eq!(
+        expect(app.book(&bob_t, f.doctor.id, at, None).await, 409).await["code"],
+        "slot_taken"
+    );
 
     tokio::time::sleep(StdDuration::from_millis(1800)).await;
     // The actor's timer released it: the slot is offered and bookable again.
-    assert!(app.slots(f.doctor.id, at, at + Duration::hours(1)).await.contains(&at));
+    assert!(
+        app.slots(f.doctor.id, at, at + Duration::hours(1))
+            .await
+            .contains(&at)
+    );
     expect(app.book(&bob_t, f.doctor.id, at, None).await, 201).await;
     // Confirming the lapsed hold fails clearly.
-    let r = app.post(&ann_t, &format!("/api/v1/holds/{}/confirm", h["id"].as_str().unwrap()), json!({})).await;
+    let r = app
+        .post(
+            &ann_t,
+            &format!("/api/v1/holds/{}/confirm", h["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
     assert_eq!(expect(r, 409).await["code"], "invalid_transition");
-    let hist = expect(app.get(&ann_t, &format!("/api/v1/appointments/{}/history", h["id"].as_str().unwrap())).await, 200).await;
-    let actions: Vec<&str> = hist["history"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let hist = expect(
+        app.get(
+            &ann_t,
+            &format!("/api/v1/appointments/{}/history", h["id"].as_str().unwrap()),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let actions: Vec<&str> = hist["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, ["hold", "expire"]);
 }
 
@@ -42,11 +72,17 @@ async fn holds_confirm_into_bookings_and_can_be_released() {
     let h = expect(app.hold(&ann_t, f.doctor.id, at).await, 201).await;
     let id = h["id"].as_str().unwrap();
     // Only the holder may confirm.
-    let r = app.post(&bob_t, &format!("/api/v1/holds/{id}/confirm"), json!({})).await;
+    let r = app
+        .post(&bob_t, &format!("/api/v1/holds/{id}/confirm"), json!({}))
+        .await;
     assert_eq!(expect(r, 404).await["code"], "appointment_not_found");
     // Confirm through the public booking contract (hold_id).
     let r = app
-        .post(&ann_t, "/api/v1/appointments", json!({"doctor_id": f.doctor.id.to_string(), "start": at.to_rfc3339(), "hold_id": id}))
+        .post(
+            &ann_t,
+            "/api/v1/appointments",
+            json!({"doctor_id": f.doctor.id.to_string(), "start": at.to_rfc3339(), "hold_id": id}),
+        )
         .await;
     let b = expect(r, 201).await;
     assert_eq!(b["id"], h["id"]);
@@ -56,7 +92,13 @@ async fn holds_confirm_into_bookings_and_can_be_released() {
     // A second hold, released by its holder, frees the slot at once.
     let at2 = tomorrow_at(12, 0);
     let h2 = expect(app.hold(&ann_t, f.doctor.id, at2).await, 201).await;
-    let r = app.client.delete(app.url(&format!("/api/v1/holds/{}", h2["id"].as_str().unwrap()))).bearer_auth(&ann_t).send().await.unwrap();
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/holds/{}", h2["id"].as_str().unwrap())))
+        .bearer_auth(&ann_t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(expect(r, 200).await["status"], "cancelled");
     expect(app.book(&bob_t, f.doctor.id, at2, None).await, 201).await;
 
@@ -67,7 +109,13 @@ async fn holds_confirm_into_bookings_and_can_be_released() {
         .post(&ann_t, "/api/v1/appointments", json!({"doctor_id": f.doctor.id.to_string(), "start": at2.to_rfc3339(), "hold_id": h3["id"]}))
         .await;
     assert_eq!(expect(r, 422).await["code"], "hold_mismatch");
-    let r = app.post(&ann_t, &format!("/api/v1/holds/{}/confirm", h3["id"].as_str().unwrap()), json!({})).await;
+    let r = app
+        .post(
+            &ann_t,
+            &format!("/api/v1/holds/{}/confirm", h3["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
     assert_eq!(expect(r, 200).await["status"], "booked");
 }
 
@@ -88,8 +136,18 @@ async fn holds_left_by_a_crashed_node_are_swept_at_start_up() {
     .await
     .unwrap();
     // A node starting on this database cancels it.
-    let _second = spawn_app_with(Options { database: Some(app.database.clone()), ..Default::default() }).await;
-    let row = sql.query_one("SELECT status, cancel_reason FROM appointments WHERE id = $1", &[&id]).await.unwrap();
+    let _second = spawn_app_with(Options {
+        database: Some(app.database.clone()),
+        ..Default::default()
+    })
+    .await;
+    let row = sql
+        .query_one(
+            "SELECT status, cancel_reason FROM appointments WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, &str>(0), "cancelled");
     assert_eq!(row.get::<_, Option<&str>>(1), Some("hold_expired"));
 }

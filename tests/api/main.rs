@@ -1,6 +1,9 @@
 //! DocSpot's integration tests: real HTTP against a real server and a real
 //! PostgreSQL (a fresh database per test).
 
+// Tests state their expectations with unwrap: a failure is the report.
+#![allow(clippy::unwrap_used)]
+
 mod admin;
 mod auth;
 mod booking;
