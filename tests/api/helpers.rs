@@ -23,6 +23,7 @@ pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 #[derive(Clone)]
 pub struct Options {
     pub hold_ttl_secs: u64,
+    pub idle_timeout_secs: u64,
     /// Reuse this database instead of creating a fresh one (multi-node tests).
     pub database: Option<String>,
 }
@@ -31,6 +32,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             hold_ttl_secs: 300,
+            idle_timeout_secs: 600,
             database: None,
         }
     }
@@ -57,6 +59,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     settings.listen = "127.0.0.1:0".into();
     settings.auth.jwt_secret = "integration-test-secret".to_string().into();
     settings.calendar.hold_ttl_secs = opts.hold_ttl_secs;
+    settings.calendar.idle_timeout_secs = opts.idle_timeout_secs;
     settings.calendar.threads = 1;
     settings.http.workers = 2;
     settings.database.pool_size = 8;
