@@ -31,6 +31,44 @@ pub struct Settings {
     pub calendar: CalendarSettings,
     /// Request limits.
     pub limits: LimitSettings,
+    /// Demo data.
+    pub demo: DemoSettings,
+}
+
+/// `[demo]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct DemoSettings {
+    /// Seed the demo clinic into an empty store at start-up; `None`: only
+    /// for the embedded store.
+    pub seed_on_start: Option<bool>,
+    /// Past appointments to generate.
+    pub past_appointments: usize,
+}
+
+/// Which storage backend a database URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// PostgreSQL server (the URL itself).
+    Postgres(String),
+}
+
+impl Backend {
+    /// Parses `sqlite://relative/path`, `sqlite:///absolute/path` or a
+    /// `postgres://` / `postgresql://` URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if rest.is_empty() {
+                return Err("sqlite URL names no file (e.g. sqlite://data/docspot.db)".into());
+            }
+            return Ok(Backend::Sqlite(rest.into()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Backend::Postgres(url.to_string()));
+        }
+        Err("database_url must start with sqlite:// or postgres://".into())
+    }
 }
 
 /// `[database]`
@@ -113,9 +151,22 @@ impl Settings {
             .try_deserialize()
     }
 
+    /// The compiled-in defaults alone, ignoring files and environment.
+    pub fn defaults() -> Result<Self, config::ConfigError> {
+        Config::builder()
+            .add_source(File::from_str(BASE, FileFormat::Toml))
+            .build()?
+            .try_deserialize()
+    }
+
     /// The database URL, for the one place that connects.
     pub fn database_url(&self) -> &str {
         self.database_url.expose_secret()
+    }
+
+    /// The storage backend the database URL names.
+    pub fn backend(&self) -> Result<Backend, String> {
+        Backend::parse(self.database_url())
     }
 
     /// Calendar actor settings in the actors crate's terms.
@@ -138,5 +189,30 @@ impl Settings {
         } else {
             n
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_name_a_backend() {
+        assert_eq!(Backend::parse("sqlite://data/x.db"), Ok(Backend::Sqlite("data/x.db".into())));
+        assert_eq!(Backend::parse("sqlite:///var/x.db"), Ok(Backend::Sqlite("/var/x.db".into())));
+        assert!(matches!(Backend::parse("postgres://u@h/db"), Ok(Backend::Postgres(_))));
+        assert!(matches!(Backend::parse("postgresql://u@h/db"), Ok(Backend::Postgres(_))));
+        assert!(Backend::parse("mysql://x").is_err());
+        assert!(Backend::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn defaults_load_and_are_embedded() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(s.backend(), Ok(Backend::Sqlite("data/docspot.db".into())));
+        assert_eq!(s.listen, "127.0.0.1:8080");
+        assert!(s.demo.seed_on_start.is_none());
+        // Secrets never reach logs.
+        assert!(!format!("{s:?}").contains("data/docspot.db"));
     }
 }

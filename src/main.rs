@@ -8,7 +8,7 @@ use docspot::{
     demo,
     domain::{Email, Password, Role},
     startup::{Application, open_store},
-    store::{NewUser, Store},
+    store::NewUser,
     telemetry,
 };
 use docspot_actors::domain::ClinicId;
@@ -27,7 +27,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
-    Serve,
+    Serve {
+        /// Do not seed the demo clinic into an empty store.
+        #[arg(long)]
+        no_demo: bool,
+    },
     /// Create the database if needed and apply migrations.
     Migrate,
     /// Seed the demo clinic (doctors, hours, patients, past appointments).
@@ -61,14 +65,23 @@ enum AdminCommand {
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load().context("loading configuration")?;
+    let mut settings = Settings::load().context("loading configuration")?;
     telemetry::init(&settings.log);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
+    match cli.command.unwrap_or(Command::Serve { no_demo: false }) {
+        Command::Serve { no_demo } => {
+            if no_demo {
+                settings.demo.seed_on_start = Some(false);
+            }
             let app = Application::build(settings.clone())
                 .await
                 .context("starting DocSpot")?;
-            tracing::info!(listen = %settings.listen, "DocSpot is serving on http://{}", settings.listen);
+            let url = format!("http://{}", settings.listen);
+            println!(
+                "DocSpot is serving on {url}\n  doctors:  {url}/api/v1/doctors\n  \
+                 API docs: {url}/api/v1/openapi.json\n  \
+                 demo sign-in (when seeded): patient1@demo.docspot.test / {}",
+                demo::DEMO_PASSWORD
+            );
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Migrate => {

@@ -4,17 +4,22 @@
 use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
 
 use actix_web::{App, HttpRequest, HttpServer, dev::Server, web};
-use docspot_actors::{CalendarDirectory, store::CalendarStore};
+use docspot_actors::{
+    CalendarDirectory,
+    store::{CalendarStore, StoreError},
+};
 use tracing_actix_web::TracingLogger;
 
 use crate::{
     auth::TokenKeys,
-    config::Settings,
+    config::{Backend, Settings},
+    demo,
     error::{self, ApiError},
     routes::{self, AppState},
     store::{
         Store,
         postgres::{self, PgStore},
+        sqlite::SqliteStore,
     },
 };
 
@@ -26,7 +31,10 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
     /// The database could not be prepared.
     #[error(transparent)]
-    Store(#[from] docspot_actors::store::StoreError),
+    Store(#[from] StoreError),
+    /// A setting is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A built, not yet running, DocSpot server.
@@ -36,23 +44,51 @@ pub struct Application {
     state: web::Data<AppState>,
 }
 
-/// Opens the store named in the settings: creates the database if asked,
-/// applies migrations if asked, connects the pool.
-pub async fn open_store(settings: &Settings, migrate: bool) -> Result<Arc<PgStore>, StartupError> {
-    let url = settings.database_url();
-    if settings.database.create_if_missing {
-        postgres::create_database_if_missing(url).await?;
-    }
-    if migrate {
-        let n = postgres::migrate(url).await?;
-        if n > 0 {
-            tracing::info!(applied = n, "migrations applied");
+/// Opens the store the settings name: for PostgreSQL creates the database if
+/// asked and applies migrations if asked; for SQLite opens (and migrates) the
+/// file.
+pub async fn open_store(settings: &Settings, migrate: bool) -> Result<Arc<dyn Store>, StartupError> {
+    match settings.backend().map_err(StartupError::Config)? {
+        Backend::Postgres(url) => {
+            if settings.database.create_if_missing {
+                postgres::create_database_if_missing(&url).await?;
+            }
+            if migrate {
+                let n = postgres::migrate(&url).await?;
+                if n > 0 {
+                    tracing::info!(applied = n, "migrations applied");
+                }
+            }
+            Ok(Arc::new(PgStore::connect(&url, settings.database.pool_size)?))
+        }
+        Backend::Sqlite(path) => {
+            // Opening runs migrations: an embedded store is always current.
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .map_err(|e| StoreError(e.to_string()))??;
+            Ok(Arc::new(store))
         }
     }
-    Ok(Arc::new(PgStore::connect(
-        url,
-        settings.database.pool_size,
-    )?))
+}
+
+/// Seeds the demo clinic into an empty store when the settings ask for it
+/// (by default: embedded store only).
+async fn seed_demo_if_wanted(settings: &Settings, store: &dyn Store) -> Result<(), StartupError> {
+    let embedded = matches!(settings.backend(), Ok(Backend::Sqlite(_)));
+    if !settings.demo.seed_on_start.unwrap_or(embedded) || !store.clinics().await?.is_empty() {
+        return Ok(());
+    }
+    let report = demo::seed(store, settings.demo.past_appointments)
+        .await
+        .map_err(|e| StoreError(e.to_string()))?;
+    tracing::info!(
+        doctors = report.doctors,
+        patients = report.patients,
+        past = report.past_appointments,
+        "seeded the demo clinic; sign in as patient1@demo.docspot.test / {}",
+        demo::DEMO_PASSWORD
+    );
+    Ok(())
 }
 
 impl Application {
@@ -70,6 +106,7 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let port = listener.local_addr()?.port();
         let store = open_store(&settings, settings.database.migrate_on_start).await?;
+        seed_demo_if_wanted(&settings, store.as_ref()).await?;
         // Holds left behind by a crashed process must not block their slots.
         let swept = store.sweep_expired_holds().await?;
         if swept > 0 {
@@ -83,7 +120,6 @@ impl Application {
             Duration::from_millis(settings.calendar.request_timeout_ms),
         ));
         let keys = Arc::new(TokenKeys::from_settings(&settings.auth));
-        let store: Arc<dyn Store> = store;
         let state = web::Data::new(AppState {
             store,
             calendars,

@@ -2,9 +2,12 @@
 //! catalogue changes) and by the calendar actors (through
 //! [`docspot_actors::store::CalendarStore`], for every appointment write).
 //!
-//! [`postgres::PgStore`] is the PostgreSQL implementation.
+//! [`postgres::PgStore`] is the PostgreSQL implementation;
+//! [`sqlite::SqliteStore`] is an embedded SQLite one (a single file, no
+//! server) with the same behaviour.
 
 pub mod postgres;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};

@@ -2,7 +2,7 @@ use chrono::{DateTime, Duration, Utc};
 use docspot::domain::Role;
 use serde_json::json;
 
-use crate::helpers::{expect, spawn_app, tomorrow_at};
+use crate::helpers::{RawAppointment, expect, spawn_app, tomorrow_at};
 
 #[actix_web::test]
 async fn slots_are_free_ones_and_queries_are_validated() {
@@ -461,16 +461,18 @@ async fn past_visits_can_be_marked_completed_or_no_show() {
     let (ann, _) = app.patient().await;
     let (_, doc_t) = app.user(Role::Doctor, Some(&f.doctor), None).await;
     // A visit that began an hour ago (written directly: nobody books the past).
-    let sql = app.sql().await;
     let id = uuid::Uuid::now_v7();
-    let start = Utc::now() - Duration::hours(1);
-    sql.execute(
-        "INSERT INTO appointments (id, doctor_id, patient_id, visit_type_id, starts_at, ends_at, block_start, block_end, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $5, $6, 'booked')",
-        &[&id, &f.doctor.id.0, &ann.id.0, &f.visit_type.0, &start, &(start + Duration::minutes(30))],
-    )
-    .await
-    .unwrap();
+    app.insert_raw(RawAppointment {
+        id,
+        doctor: f.doctor.id.0,
+        patient: ann.id.0,
+        visit_type: f.visit_type.0,
+        start: Utc::now() - Duration::hours(1),
+        minutes: 30,
+        status: "booked",
+        hold_expires_at: None,
+    })
+    .await;
     let path = format!("/api/v1/appointments/{id}/outcome");
     let v = expect(
         app.post(&doc_t, &path, json!({"status": "no_show"})).await,

@@ -1,7 +1,7 @@
 use chrono::Duration;
 use futures::future::join_all;
 
-use crate::helpers::{Options, spawn_app, spawn_app_with, tomorrow_at};
+use crate::helpers::{Kind, Options, spawn_app, spawn_app_with, tomorrow_at};
 
 #[actix_web::test]
 async fn five_hundred_patients_race_for_one_slot_and_exactly_one_wins() {
@@ -35,7 +35,12 @@ async fn five_hundred_patients_race_for_one_slot_and_exactly_one_wins() {
 
 #[actix_web::test]
 async fn two_nodes_sharing_a_database_never_double_book() {
-    let a = spawn_app().await;
+    // Several nodes share one PostgreSQL; the embedded store is single-node.
+    let a = spawn_app_with(Options {
+        backend: Some(Kind::Postgres),
+        ..Default::default()
+    })
+    .await;
     let b = spawn_app_with(Options {
         database: Some(a.database.clone()),
         ..Default::default()
@@ -79,7 +84,7 @@ async fn two_nodes_sharing_a_database_never_double_book() {
         assert_eq!(won, 1, "exactly one winner for {s}");
         assert_eq!(lost, 39, "every loser hears 409 for {s}");
     }
-    let sql = a.sql().await;
+    let sql = a.pg().await;
     let overlaps: i64 = sql
         .query_one(
             "SELECT count(*) FROM appointments x JOIN appointments y

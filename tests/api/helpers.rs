@@ -1,7 +1,8 @@
-//! Test harness: each test gets a fresh PostgreSQL database and its own
-//! server on a random port, talking over real HTTP.
+//! Test harness: each test gets a fresh database (PostgreSQL, or an SQLite
+//! file when `DOCSPOT_TEST_BACKEND=sqlite`) and its own server on a random
+//! port, talking over real HTTP.
 
-use std::{net::TcpListener, sync::OnceLock};
+use std::{net::TcpListener, path::PathBuf, sync::OnceLock};
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use docspot::{
@@ -19,13 +20,56 @@ use uuid::Uuid;
 
 pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
 
+/// A storage backend the suite can run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Postgres,
+    Sqlite,
+}
+
+/// The backend under test: `DOCSPOT_TEST_BACKEND=postgres` (default) or
+/// `sqlite`. `scripts/test` runs the suite once for each.
+pub fn backend_under_test() -> Kind {
+    match std::env::var("DOCSPOT_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("postgres") => Kind::Postgres,
+        Ok("sqlite") => Kind::Sqlite,
+        Ok(other) => panic!("DOCSPOT_TEST_BACKEND={other:?}: use postgres or sqlite"),
+    }
+}
+
+/// One test's database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TestDb {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+impl TestDb {
+    fn fresh(kind: Kind) -> Self {
+        let name = format!("docspot_test_{}", Uuid::new_v4().simple());
+        match kind {
+            Kind::Postgres => TestDb::Postgres(name),
+            Kind::Sqlite => TestDb::Sqlite(std::env::temp_dir().join(format!("{name}.db"))),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            TestDb::Postgres(name) => format!("{PG}/{name}"),
+            TestDb::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
+    }
+}
+
 /// Options for [`spawn_app_with`].
 #[derive(Clone)]
 pub struct Options {
     pub hold_ttl_secs: u64,
     pub idle_timeout_secs: u64,
-    /// Reuse this database instead of creating a fresh one (multi-node tests).
-    pub database: Option<String>,
+    /// Share this database (a second node, or a restarted one).
+    pub database: Option<TestDb>,
+    /// Force a backend (multi-node tests need PostgreSQL).
+    pub backend: Option<Kind>,
 }
 
 impl Default for Options {
@@ -34,13 +78,14 @@ impl Default for Options {
             hold_ttl_secs: 300,
             idle_timeout_secs: 600,
             database: None,
+            backend: None,
         }
     }
 }
 
 pub struct TestApp {
     pub address: String,
-    pub database: String,
+    pub database: TestDb,
     pub state: actix_web::web::Data<AppState>,
     pub client: reqwest::Client,
 }
@@ -53,9 +98,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let database = opts
         .database
         .clone()
-        .unwrap_or_else(|| format!("docspot_test_{}", Uuid::new_v4().simple()));
+        .unwrap_or_else(|| TestDb::fresh(opts.backend.unwrap_or_else(backend_under_test)));
     let mut settings = Settings::load().expect("config loads");
-    settings.database_url = format!("{PG}/{database}").into();
+    settings.database_url = database.url().into();
     settings.listen = "127.0.0.1:0".into();
     settings.auth.jwt_secret = "integration-test-secret".to_string().into();
     settings.calendar.hold_ttl_secs = opts.hold_ttl_secs;
@@ -63,11 +108,15 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     settings.calendar.threads = 1;
     settings.http.workers = 2;
     settings.database.pool_size = 8;
+    settings.demo.seed_on_start = Some(false);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let app = Application::from_listener(settings, listener)
         .await
         .unwrap_or_else(|e| {
-            panic!("DocSpot could not start: {e}. Is PostgreSQL running on 127.0.0.1:5432? (scripts/test starts it)")
+            panic!(
+                "DocSpot could not start on {database:?}: {e}. \
+                 Is PostgreSQL running on 127.0.0.1:5432? (scripts/test starts it)"
+            )
         });
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
@@ -81,6 +130,18 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
             .build()
             .unwrap(),
     }
+}
+
+/// A row written behind the server's back (history, or a crashed node's hold).
+pub struct RawAppointment {
+    pub id: Uuid,
+    pub doctor: Uuid,
+    pub patient: Uuid,
+    pub visit_type: Uuid,
+    pub start: DateTime<Utc>,
+    pub minutes: i64,
+    pub status: &'static str,
+    pub hold_expires_at: Option<DateTime<Utc>>,
 }
 
 fn shared_hash() -> &'static str {
@@ -100,13 +161,86 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    pub async fn sql(&self) -> tokio_postgres::Client {
-        let (c, conn) =
-            tokio_postgres::connect(&format!("{PG}/{}", self.database), tokio_postgres::NoTls)
-                .await
-                .expect("connect to the test database");
+    /// A direct PostgreSQL connection (PostgreSQL-only tests).
+    pub async fn pg(&self) -> tokio_postgres::Client {
+        let TestDb::Postgres(name) = &self.database else {
+            panic!("this test needs PostgreSQL");
+        };
+        let (c, conn) = tokio_postgres::connect(&format!("{PG}/{name}"), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
         actix_web::rt::spawn(conn);
         c
+    }
+
+    fn lite(&self) -> rusqlite::Connection {
+        let TestDb::Sqlite(path) = &self.database else {
+            panic!("not an SQLite test database");
+        };
+        let c = rusqlite::Connection::open(path).expect("open the test database");
+        c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        c
+    }
+
+    /// Writes an appointment row directly, bypassing the calendar.
+    pub async fn insert_raw(&self, a: RawAppointment) {
+        let end = a.start + Duration::minutes(a.minutes);
+        match &self.database {
+            TestDb::Postgres(_) => {
+                self.pg()
+                    .await
+                    .execute(
+                        "INSERT INTO appointments (id, doctor_id, patient_id, visit_type_id, starts_at, ends_at,
+                            block_start, block_end, status, hold_expires_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $5, $6, $7, $8)",
+                        &[&a.id, &a.doctor, &a.patient, &a.visit_type, &a.start, &end, &a.status, &a.hold_expires_at],
+                    )
+                    .await
+                    .unwrap();
+            }
+            TestDb::Sqlite(_) => {
+                self.lite()
+                    .execute(
+                        "INSERT INTO appointments (id, doctor_id, patient_id, visit_type_id, starts_at, ends_at,
+                            block_start, block_end, status, hold_expires_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6, ?7, ?8)",
+                        rusqlite::params![
+                            a.id.to_string(),
+                            a.doctor.to_string(),
+                            a.patient.to_string(),
+                            a.visit_type.to_string(),
+                            a.start.timestamp_micros(),
+                            end.timestamp_micros(),
+                            a.status,
+                            a.hold_expires_at.map(|t| t.timestamp_micros()),
+                        ],
+                    )
+                    .unwrap();
+            }
+        }
+    }
+
+    /// An appointment's status and cancel reason, read directly.
+    pub async fn raw_status(&self, id: Uuid) -> (String, Option<String>) {
+        match &self.database {
+            TestDb::Postgres(_) => {
+                let row = self
+                    .pg()
+                    .await
+                    .query_one("SELECT status, cancel_reason FROM appointments WHERE id = $1", &[&id])
+                    .await
+                    .unwrap();
+                (row.get(0), row.get(1))
+            }
+            TestDb::Sqlite(_) => self
+                .lite()
+                .query_row(
+                    "SELECT status, cancel_reason FROM appointments WHERE id = ?1",
+                    [id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap(),
+        }
     }
 
     pub async fn clinic(&self, tz: &str, cutoff_minutes: i32) -> ClinicId {
@@ -309,14 +443,20 @@ impl TestApp {
 
     /// Rows of the doctor's active appointments in the database.
     pub async fn active_rows(&self, doctor: impl std::fmt::Display) -> i64 {
-        let sql = self.sql().await;
-        sql.query_one(
-            "SELECT count(*) FROM appointments WHERE doctor_id = $1::text::uuid AND status IN ('held','booked')",
-            &[&doctor.to_string()],
-        )
-        .await
-        .unwrap()
-        .get(0)
+        let q = "SELECT count(*) FROM appointments WHERE doctor_id = {} AND status IN ('held','booked')";
+        match &self.database {
+            TestDb::Postgres(_) => self
+                .pg()
+                .await
+                .query_one(&q.replace("{}", "$1::text::uuid"), &[&doctor.to_string()])
+                .await
+                .unwrap()
+                .get(0),
+            TestDb::Sqlite(_) => self
+                .lite()
+                .query_row(&q.replace("{}", "?1"), [doctor.to_string()], |r| r.get(0))
+                .unwrap(),
+        }
     }
 }
 

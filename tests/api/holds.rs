@@ -3,7 +3,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use crate::helpers::{Options, expect, spawn_app, spawn_app_with, tomorrow_at};
+use crate::helpers::{Options, RawAppointment, expect, spawn_app, spawn_app_with, tomorrow_at};
 
 #[actix_web::test]
 async fn a_hold_blocks_others_then_expires_by_itself() {
@@ -126,28 +126,25 @@ async fn holds_left_by_a_crashed_node_are_swept_at_start_up() {
     let (ann, _) = app.patient().await;
     let at = tomorrow_at(14, 0);
     // A hold whose node died before it expired it.
-    let sql = app.sql().await;
     let id = uuid::Uuid::now_v7();
-    sql.execute(
-        "INSERT INTO appointments (id, doctor_id, patient_id, visit_type_id, starts_at, ends_at, block_start, block_end, status, hold_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $5, $6, 'held', now() - interval '1 minute')",
-        &[&id, &f.doctor.id.0, &ann.id.0, &f.visit_type.0, &at, &(at + Duration::minutes(30))],
-    )
-    .await
-    .unwrap();
-    // A node starting on this database cancels it.
-    let _second = spawn_app_with(Options {
+    app.insert_raw(RawAppointment {
+        id,
+        doctor: f.doctor.id.0,
+        patient: ann.id.0,
+        visit_type: f.visit_type.0,
+        start: at,
+        minutes: 30,
+        status: "held",
+        hold_expires_at: Some(Utc::now() - Duration::minutes(1)),
+    })
+    .await;
+    // A node (re)starting on this database cancels it.
+    let _restarted = spawn_app_with(Options {
         database: Some(app.database.clone()),
         ..Default::default()
     })
     .await;
-    let row = sql
-        .query_one(
-            "SELECT status, cancel_reason FROM appointments WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, &str>(0), "cancelled");
-    assert_eq!(row.get::<_, Option<&str>>(1), Some("hold_expired"));
+    let (status, reason) = app.raw_status(id).await;
+    assert_eq!(status, "cancelled");
+    assert_eq!(reason.as_deref(), Some("hold_expired"));
 }
