@@ -93,27 +93,33 @@ pub struct TokenKeys {
 }
 
 impl TokenKeys {
-    /// From settings; an empty secret gets a random per-process key.
-    pub fn from_settings(s: &AuthSettings) -> Self {
-        let secret: Vec<u8> = if s.jwt_secret.expose_secret().is_empty() {
+    /// From settings. An empty secret is replaced by a key kept in
+    /// `key_file` (created on first use, readable by the owner only) when
+    /// one is given — the embedded single-node mode — and otherwise by a
+    /// random per-process key.
+    pub fn from_settings(
+        s: &AuthSettings,
+        key_file: Option<&std::path::Path>,
+    ) -> std::io::Result<Self> {
+        let secret: Vec<u8> = if !s.jwt_secret.expose_secret().is_empty() {
+            s.jwt_secret.expose_secret().as_bytes().to_vec()
+        } else if let Some(path) = key_file {
+            load_or_create_key(path)?
+        } else {
             tracing::warn!(
                 "auth.jwt_secret is empty: using a random key; tokens will not survive a restart \
                  and other nodes will not accept them (set DOCSPOT_AUTH__JWT_SECRET)"
             );
-            let mut k = vec![0u8; 32];
-            rand::rng().fill_bytes(&mut k);
-            k
-        } else {
-            s.jwt_secret.expose_secret().as_bytes().to_vec()
+            random_key()
         };
-        Self {
+        Ok(Self {
             encoding: EncodingKey::from_secret(&secret),
             decoding: DecodingKey::from_secret(&secret),
             kid: s.jwt_kid.clone(),
             issuer: s.issuer.clone(),
             access_ttl: s.access_token_ttl_secs as i64,
             refresh_ttl: s.refresh_token_ttl_secs as i64,
-        }
+        })
     }
 
     /// A signed access token for `user`.
@@ -147,6 +153,42 @@ impl TokenKeys {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
             .map(|d| d.claims)
             .map_err(|e| ApiError::unauthorized(format!("invalid access token: {e}")))
+    }
+}
+
+fn random_key() -> Vec<u8> {
+    let mut k = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut k);
+    k
+}
+
+/// Reads the signing key kept beside the embedded database, creating it
+/// (mode 0600) on first start so tokens survive restarts.
+fn load_or_create_key(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use base64::engine::general_purpose::STANDARD;
+    match std::fs::read_to_string(path) {
+        Ok(text) => STANDARD.decode(text.trim()).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = random_key();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options.open(path)?;
+            std::io::Write::write_all(&mut f, STANDARD.encode(&key).as_bytes())?;
+            f.sync_all()?;
+            tracing::info!(path = %path.display(), "created the token signing key");
+            Ok(key)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -236,13 +278,8 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_tampering() {
-        let keys = TokenKeys::from_settings(&AuthSettings {
-            jwt_secret: "s3cret".to_string().into(),
-            jwt_kid: "k1".into(),
-            issuer: "docspot".into(),
-            access_token_ttl_secs: 60,
-            refresh_token_ttl_secs: 60,
-        });
+        let keys = TokenKeys::from_settings(&settings(""), None).unwrap();
+        let other = TokenKeys::from_settings(&settings("s3cret"), None).unwrap();
         let user = UserRecord {
             id: UserId::new(),
             email: "a@b.org".into(),
@@ -261,5 +298,42 @@ mod tests {
         bad.pop();
         bad.push(if t.ends_with('A') { 'B' } else { 'A' });
         assert!(keys.verify(&bad).is_err());
+        assert!(other.verify(&t).is_err(), "another key refuses the token");
+    }
+
+    fn settings(secret: &str) -> AuthSettings {
+        AuthSettings {
+            jwt_secret: secret.to_string().into(),
+            jwt_kid: "k1".into(),
+            issuer: "docspot".into(),
+            access_token_ttl_secs: 60,
+            refresh_token_ttl_secs: 60,
+        }
+    }
+
+    #[test]
+    fn the_embedded_key_file_is_created_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("docspot-key-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("jwt.key");
+        let first = TokenKeys::from_settings(&settings(""), Some(&path)).unwrap();
+        let second = TokenKeys::from_settings(&settings(""), Some(&path)).unwrap();
+        let user = UserRecord {
+            id: UserId::new(),
+            email: "a@b.org".into(),
+            name: "A".into(),
+            role: Role::Patient,
+            doctor_id: None,
+            clinic_id: None,
+            password_hash: String::new(),
+        };
+        let t = first.issue(&user).unwrap();
+        assert!(second.verify(&t).is_ok(), "tokens survive a restart");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -58,7 +58,10 @@ impl Backend {
     /// Parses `sqlite://relative/path`, `sqlite:///absolute/path` or a
     /// `postgres://` / `postgresql://` URL.
     pub fn parse(url: &str) -> Result<Self, String> {
-        if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             if rest.is_empty() {
                 return Err("sqlite URL names no file (e.g. sqlite://data/docspot.db)".into());
             }
@@ -198,10 +201,22 @@ mod tests {
 
     #[test]
     fn database_urls_name_a_backend() {
-        assert_eq!(Backend::parse("sqlite://data/x.db"), Ok(Backend::Sqlite("data/x.db".into())));
-        assert_eq!(Backend::parse("sqlite:///var/x.db"), Ok(Backend::Sqlite("/var/x.db".into())));
-        assert!(matches!(Backend::parse("postgres://u@h/db"), Ok(Backend::Postgres(_))));
-        assert!(matches!(Backend::parse("postgresql://u@h/db"), Ok(Backend::Postgres(_))));
+        assert_eq!(
+            Backend::parse("sqlite://data/x.db"),
+            Ok(Backend::Sqlite("data/x.db".into()))
+        );
+        assert_eq!(
+            Backend::parse("sqlite:///var/x.db"),
+            Ok(Backend::Sqlite("/var/x.db".into()))
+        );
+        assert!(matches!(
+            Backend::parse("postgres://u@h/db"),
+            Ok(Backend::Postgres(_))
+        ));
+        assert!(matches!(
+            Backend::parse("postgresql://u@h/db"),
+            Ok(Backend::Postgres(_))
+        ));
         assert!(Backend::parse("mysql://x").is_err());
         assert!(Backend::parse("sqlite://").is_err());
     }

@@ -47,7 +47,10 @@ pub struct Application {
 /// Opens the store the settings name: for PostgreSQL creates the database if
 /// asked and applies migrations if asked; for SQLite opens (and migrates) the
 /// file.
-pub async fn open_store(settings: &Settings, migrate: bool) -> Result<Arc<dyn Store>, StartupError> {
+pub async fn open_store(
+    settings: &Settings,
+    migrate: bool,
+) -> Result<Arc<dyn Store>, StartupError> {
     match settings.backend().map_err(StartupError::Config)? {
         Backend::Postgres(url) => {
             if settings.database.create_if_missing {
@@ -59,7 +62,10 @@ pub async fn open_store(settings: &Settings, migrate: bool) -> Result<Arc<dyn St
                     tracing::info!(applied = n, "migrations applied");
                 }
             }
-            Ok(Arc::new(PgStore::connect(&url, settings.database.pool_size)?))
+            Ok(Arc::new(PgStore::connect(
+                &url,
+                settings.database.pool_size,
+            )?))
         }
         Backend::Sqlite(path) => {
             // Opening runs migrations: an embedded store is always current.
@@ -119,7 +125,15 @@ impl Application {
             Settings::threads(settings.calendar.threads),
             Duration::from_millis(settings.calendar.request_timeout_ms),
         ));
-        let keys = Arc::new(TokenKeys::from_settings(&settings.auth));
+        // The embedded mode keeps its signing key beside the database file.
+        let key_file = match settings.backend() {
+            Ok(Backend::Sqlite(db)) => Some(db.with_extension("jwt-key")),
+            _ => None,
+        };
+        let keys = Arc::new(TokenKeys::from_settings(
+            &settings.auth,
+            key_file.as_deref(),
+        )?);
         let state = web::Data::new(AppState {
             store,
             calendars,

@@ -122,7 +122,11 @@ async fn a_restarted_calendar_rebuilds_from_the_database() {
 
 #[actix_web::test]
 async fn idle_calendars_stop_and_restart_on_demand() {
-    let app = spawn_app_with(Options { idle_timeout_secs: 1, ..Default::default() }).await;
+    let app = spawn_app_with(Options {
+        idle_timeout_secs: 1,
+        ..Default::default()
+    })
+    .await;
     let f = app.fixture().await;
     let (_, t) = app.patient().await;
     let at = tomorrow_at(9, 0);
@@ -130,7 +134,11 @@ async fn idle_calendars_stop_and_restart_on_demand() {
     assert_eq!(app.state.calendars.running(), 1);
     // Idle checks run every half timeout: stopped within 1.5 s of the last request.
     tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
-    assert_eq!(app.state.calendars.running(), 0, "an idle calendar frees its memory");
+    assert_eq!(
+        app.state.calendars.running(),
+        0,
+        "an idle calendar frees its memory"
+    );
     // The next request starts a fresh actor that still knows the booking.
     let (_, t2) = app.patient().await;
     assert_eq!(app.book(&t2, f.doctor.id, at, None).await.status(), 409);

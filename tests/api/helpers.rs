@@ -227,7 +227,10 @@ impl TestApp {
                 let row = self
                     .pg()
                     .await
-                    .query_one("SELECT status, cancel_reason FROM appointments WHERE id = $1", &[&id])
+                    .query_one(
+                        "SELECT status, cancel_reason FROM appointments WHERE id = $1",
+                        &[&id],
+                    )
                     .await
                     .unwrap();
                 (row.get(0), row.get(1))

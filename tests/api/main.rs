@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod booking;
 mod concurrency;
+mod durability;
 mod health;
 mod helpers;
 mod holds;
