@@ -33,6 +33,29 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Demo data.
     pub demo: DemoSettings,
+    /// Live push.
+    pub live: LiveSettings,
+}
+
+/// `[live]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct LiveSettings {
+    /// Redis channel prefix.
+    pub channel_prefix: String,
+    /// Deltas kept per topic for resumes.
+    pub replay_buffer: usize,
+    /// Ping interval.
+    pub heartbeat_secs: u64,
+    /// Idle timeout.
+    pub idle_timeout_secs: u64,
+    /// Largest client frame.
+    pub max_frame_bytes: usize,
+    /// Topics per connection.
+    pub max_subscriptions: usize,
+    /// Outgoing queue per connection.
+    pub session_queue: usize,
+    /// Longest doctor: range, in days.
+    pub max_range_days: i64,
 }
 
 /// `[demo]`

@@ -2,7 +2,8 @@
 //!
 //! A booking travels one way: HTTP handler ([`routes`]) → the doctor's
 //! calendar actor (`docspot_actors`, decides in memory) → [`store`] (batched
-//! commit, PostgreSQL as the arbiter).
+//! commit, the database as the arbiter) → [`live::bus`] (in-process or Redis)
+//! → [`live::hub`] → WebSocket sessions.
 //!
 //! # Layout
 //! - [`config`]: layered settings (`config/base.toml` + env file + `DOCSPOT_…`).
@@ -10,7 +11,8 @@
 //! - [`routes`]: HTTP handlers and the OpenAPI document.
 //! - [`auth`]: password hashing, access and refresh tokens, the caller extractor.
 //! - [`error`]: the one mapping from errors to RFC 9457 problem+json.
-//! - [`store`]: the storage trait and its PostgreSQL implementation.
+//! - [`store`]: the storage trait; PostgreSQL and embedded SQLite backends.
+//! - [`live`]: live push: bus (in-process / Redis), hub, WebSocket sessions.
 //! - [`domain`]: server-side value types (e-mail, password, role).
 //! - [`demo`]: the demo clinic and its synthetic booking history.
 //! - [`telemetry`]: logging set-up.
@@ -20,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod live;
 pub mod routes;
 pub mod startup;
 pub mod store;

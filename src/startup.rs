@@ -3,9 +3,11 @@
 
 use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
 
+use actix::Actor;
 use actix_web::{App, HttpRequest, HttpServer, dev::Server, web};
 use docspot_actors::{
     CalendarDirectory,
+    events::{CalendarChange, ChangeSink},
     store::{CalendarStore, StoreError},
 };
 use tracing_actix_web::TracingLogger;
@@ -15,6 +17,7 @@ use crate::{
     config::{Backend, Settings},
     demo,
     error::{self, ApiError},
+    live::{bus::Bus, hub::LiveHub, session::SessionLimits},
     routes::{self, AppState},
     store::{
         Store,
@@ -119,12 +122,60 @@ impl Application {
             tracing::info!(swept, "cancelled holds that lapsed while no server ran");
         }
         let calendar_store: Arc<dyn CalendarStore> = store.clone();
-        let calendars = Arc::new(CalendarDirectory::new(
-            calendar_store,
-            settings.calendar_config(),
-            Settings::threads(settings.calendar.threads),
-            Duration::from_millis(settings.calendar.request_timeout_ms),
-        ));
+        let calendar_config = settings.calendar_config();
+        let threads = Settings::threads(settings.calendar.threads);
+        let timeout = Duration::from_millis(settings.calendar.request_timeout_ms);
+        // The calendars publish into the bus; the bus needs the calendars
+        // (remote changes update them): build the bus around a slot for the
+        // hub, then the calendars, then the hub.
+        let node = uuid::Uuid::new_v4().to_string();
+        let (bus, calendars) = if settings.redis_url.trim().is_empty() {
+            let bus = Bus::local();
+            let sink: Arc<dyn ChangeSink> = bus.clone();
+            let calendars = Arc::new(CalendarDirectory::new(
+                calendar_store,
+                sink,
+                calendar_config,
+                threads,
+                timeout,
+            ));
+            (bus, calendars)
+        } else {
+            let slot = Arc::new(SinkSlot::default());
+            let sink: Arc<dyn ChangeSink> = slot.clone();
+            let calendars = Arc::new(CalendarDirectory::new(
+                calendar_store,
+                sink,
+                calendar_config,
+                threads,
+                timeout,
+            ));
+            let bus = Bus::redis(
+                settings.redis_url.trim(),
+                settings.live.channel_prefix.clone(),
+                node.clone(),
+                calendars.clone(),
+            )
+            .map_err(|e| StartupError::Config(format!("redis_url: {e}")))?;
+            slot.fill(bus.clone());
+            (bus, calendars)
+        };
+        let hub = LiveHub::new(
+            node,
+            calendars.clone(),
+            store.clone(),
+            settings.live.replay_buffer,
+        )
+        .start();
+        bus.attach(hub.clone());
+        let limits = SessionLimits {
+            heartbeat: Duration::from_secs(settings.live.heartbeat_secs.max(1)),
+            idle_timeout: Duration::from_secs(settings.live.idle_timeout_secs.max(2)),
+            max_frame: settings.live.max_frame_bytes.max(256),
+            max_subscriptions: settings.live.max_subscriptions.max(1),
+            queue: settings.live.session_queue.max(2),
+            max_range_days: settings.live.max_range_days.max(1),
+        };
         // The embedded mode keeps its signing key beside the database file.
         let key_file = match settings.backend() {
             Ok(Backend::Sqlite(db)) => Some(db.with_extension("jwt-key")),
@@ -139,7 +190,10 @@ impl Application {
             calendars,
             keys: keys.clone(),
             settings: settings.clone(),
+            bus,
         });
+        let hub = web::Data::new(hub);
+        let limits = web::Data::new(limits);
         let keys = web::Data::new(keys);
         let max_body = settings.http.max_body_bytes;
         let app_state = state.clone();
@@ -148,6 +202,8 @@ impl Application {
                 .wrap(TracingLogger::default())
                 .app_data(app_state.clone())
                 .app_data(keys.clone())
+                .app_data(hub.clone())
+                .app_data(limits.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)
@@ -203,4 +259,30 @@ async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError
         "not_found",
         format!("no route for {} {}", req.method(), req.path()),
     ))
+}
+
+/// Breaks the calendars ↔ Redis bus construction cycle: the calendars get
+/// this sink first, the bus is put in once it exists (before any calendar
+/// can have committed anything).
+#[derive(Default)]
+struct SinkSlot(std::sync::OnceLock<Arc<Bus>>);
+
+impl SinkSlot {
+    fn fill(&self, bus: Arc<Bus>) {
+        let _ = self.0.set(bus);
+    }
+}
+
+impl ChangeSink for SinkSlot {
+    fn publish(&self, change: CalendarChange) {
+        if let Some(b) = self.0.get() {
+            b.publish(change);
+        }
+    }
+
+    fn relay(&self, change: CalendarChange) {
+        if let Some(b) = self.0.get() {
+            b.relay(change);
+        }
+    }
 }

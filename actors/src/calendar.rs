@@ -37,6 +37,7 @@ use crate::{
         Appointment, AppointmentId, AppointmentStatus, DoctorId, DoctorSchedule, Slot, TimeRange,
         UserId, VisitTypeId,
     },
+    events::{CalendarChange, ChangeKind, ChangeSink, ChangedAppointment},
     slots::{self, Bookable, BusyIndex},
     store::{CalendarStore, OpError, StoreError, WriteOp},
 };
@@ -154,8 +155,14 @@ enum Phase {
 pub struct CalendarActor {
     doctor: DoctorId,
     store: Arc<dyn CalendarStore>,
+    sink: Arc<dyn ChangeSink>,
     cfg: CalendarConfig,
     phase: Phase,
+    /// Announce `ScheduleChanged` once the pending reload completes.
+    announce_schedule: bool,
+    /// Changes from other nodes to relay to local watchers once the pending
+    /// reload completes.
+    relay_after_reload: Vec<CalendarChange>,
     /// Committed active appointments (and recent past ones), by id.
     entries: HashMap<AppointmentId, Appointment>,
     /// Appointments whose insert is queued or in flight.
@@ -180,12 +187,20 @@ pub struct CalendarActor {
 
 impl CalendarActor {
     /// A calendar for `doctor`; it loads itself from `store` when started.
-    pub fn new(doctor: DoctorId, store: Arc<dyn CalendarStore>, cfg: CalendarConfig) -> Self {
+    pub fn new(
+        doctor: DoctorId,
+        store: Arc<dyn CalendarStore>,
+        sink: Arc<dyn ChangeSink>,
+        cfg: CalendarConfig,
+    ) -> Self {
         Self {
             doctor,
             store,
+            sink,
             cfg,
             phase: Phase::Loading,
+            announce_schedule: false,
+            relay_after_reload: Vec::new(),
             entries: HashMap::new(),
             pending_new: HashMap::new(),
             busy: BusyIndex::new(),
@@ -241,6 +256,12 @@ impl CalendarActor {
             Ok((Some(schedule), active)) => {
                 act.phase = Phase::Ready(Box::new(schedule));
                 act.rebuild(active, ctx);
+                if std::mem::take(&mut act.announce_schedule) {
+                    act.announce(ChangeKind::ScheduleChanged, None);
+                }
+                for change in std::mem::take(&mut act.relay_after_reload) {
+                    act.sink.relay(change);
+                }
             }
             Err(e) => {
                 tracing::warn!(doctor = %act.doctor, error = %e, "calendar could not load");
@@ -389,6 +410,13 @@ impl CalendarActor {
     }
 
     fn apply_committed(&mut self, q: &Queued, a: &Appointment, ctx: &mut Context<Self>) {
+        let before = self.entries.get(&q.id);
+        let kind = match q.effect {
+            Effect::Reschedule { .. } => ChangeKind::Rescheduled,
+            _ => CalendarChange::kind_of(before.map(|b| b.status), a.status),
+        };
+        let changed = ChangedAppointment::new(a, before);
+        self.announce(kind, Some(changed));
         match q.effect {
             Effect::Insert { .. } => {
                 self.pending_new.remove(&q.id);
@@ -412,6 +440,19 @@ impl CalendarActor {
             }
         }
         self.entries.insert(a.id, a.clone());
+    }
+
+    /// Publishes a committed change (fire-and-forget: never blocks).
+    fn announce(&self, kind: ChangeKind, appointment: Option<ChangedAppointment>) {
+        if let Phase::Ready(s) = &self.phase {
+            self.sink.publish(CalendarChange {
+                doctor_id: self.doctor,
+                clinic_id: s.clinic_id,
+                kind,
+                appointment,
+                at: Utc::now(),
+            });
+        }
     }
 
     fn undo_reservation(&mut self, q: &Queued) {
@@ -909,5 +950,208 @@ impl Handler<Refresh> for CalendarActor {
 
     fn handle(&mut self, _msg: Refresh, ctx: &mut Context<Self>) {
         self.request_refresh(ctx);
+    }
+}
+
+/// The doctor's opening hours, exceptions or visit types changed: reload and
+/// tell watchers to recompute.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ScheduleChanged;
+
+impl Handler<ScheduleChanged> for CalendarActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ScheduleChanged, ctx: &mut Context<Self>) {
+        self.announce_schedule = true;
+        self.request_refresh(ctx);
+    }
+}
+
+/// Whether a slot is free, held or booked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotStatus {
+    /// Bookable.
+    Free,
+    /// Held by someone (or being committed).
+    Held,
+    /// Booked.
+    Booked,
+}
+
+/// A slot of the grid with its current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlotState {
+    /// Visit start.
+    pub start: DateTime<Utc>,
+    /// Visit end.
+    pub end: DateTime<Utc>,
+    /// Free, held or booked.
+    pub status: SlotStatus,
+}
+
+/// Every slot of the grid in a range with its state: the snapshot a live
+/// availability view starts from.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<Vec<SlotState>>")]
+pub struct Availability {
+    /// The visit type; `None` for the doctor's default.
+    pub visit_type: Option<VisitTypeId>,
+    /// Slots starting in this range.
+    pub range: TimeRange,
+}
+
+impl CalendarActor {
+    fn status_of(&self, block: TimeRange) -> SlotStatus {
+        match self.busy.conflict(block, None) {
+            None => SlotStatus::Free,
+            Some(id) => match self.entries.get(&id).map(|a| a.status) {
+                Some(AppointmentStatus::Booked) => SlotStatus::Booked,
+                _ => SlotStatus::Held,
+            },
+        }
+    }
+}
+
+impl Handler<Availability> for CalendarActor {
+    type Result = Reply<Vec<SlotState>>;
+
+    fn handle(&mut self, msg: Availability, _ctx: &mut Context<Self>) -> Self::Result {
+        let bookable = self.bookable();
+        let schedule = self.ready()?;
+        let vt = schedule
+            .visit_type(msg.visit_type)
+            .ok_or(BookingError::UnknownVisitType)?;
+        Ok(slots::candidate_slots(schedule, vt, msg.range, bookable)
+            .into_iter()
+            .map(|s| SlotState {
+                start: s.start,
+                end: s.end,
+                status: self.status_of(vt.block_at(s.start)),
+            })
+            .collect())
+    }
+}
+
+/// One doctor's line on a clinic wall display.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BoardLine {
+    /// The doctor.
+    pub doctor_id: DoctorId,
+    /// The next free slot within two weeks, if any.
+    pub next_free: Option<Slot>,
+    /// Today's slots (clinic time zone) that are still free.
+    pub today_free: usize,
+    /// Today's held slots.
+    pub today_held: usize,
+    /// Today's booked slots.
+    pub today_booked: usize,
+}
+
+/// The doctor's wall-display line, from memory.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Reply<BoardLine>")]
+pub struct Board;
+
+impl Handler<Board> for CalendarActor {
+    type Result = Reply<BoardLine>;
+
+    fn handle(&mut self, _msg: Board, _ctx: &mut Context<Self>) -> Self::Result {
+        let bookable = self.bookable();
+        let schedule = self.ready()?;
+        let vt = schedule
+            .visit_type(None)
+            .ok_or(BookingError::UnknownVisitType)?;
+        let now = bookable.now;
+        let two_weeks = TimeRange::new(now, now + Duration::days(14))
+            .map_err(|e| BookingError::Unavailable(e.to_string()))?;
+        let next_free = slots::free_slots(schedule, vt, two_weeks, &self.busy, bookable)
+            .into_iter()
+            .next();
+        // Today in the clinic's zone, including slots already past.
+        let tz = schedule.time_zone;
+        let today = now.with_timezone(&tz).date_naive();
+        let midnight = |d: chrono::NaiveDate| {
+            slots::local_to_utc(tz, d.and_time(chrono::NaiveTime::MIN), false)
+        };
+        let day = TimeRange::new(midnight(today), midnight(today + Duration::days(1)))
+            .map_err(|e| BookingError::Unavailable(e.to_string()))?;
+        let all_day = Bookable {
+            now: day.start(),
+            min_notice: Duration::zero(),
+        };
+        let mut line = BoardLine {
+            doctor_id: self.doctor,
+            next_free,
+            today_free: 0,
+            today_held: 0,
+            today_booked: 0,
+        };
+        for s in slots::candidate_slots(schedule, vt, day, all_day) {
+            match self.status_of(vt.block_at(s.start)) {
+                SlotStatus::Free => line.today_free += 1,
+                SlotStatus::Held => line.today_held += 1,
+                SlotStatus::Booked => line.today_booked += 1,
+            }
+        }
+        Ok(line)
+    }
+}
+
+/// A change another node committed for this doctor (from the bus). The
+/// calendar brings its memory up to date, then relays the change to local
+/// watchers, so a local snapshot never lags a delta it was sent.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ApplyRemote(pub CalendarChange);
+
+impl Handler<ApplyRemote> for CalendarActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyRemote, ctx: &mut Context<Self>) {
+        let change = msg.0;
+        let Some(a) = change.appointment.clone() else {
+            // Rules changed elsewhere: reload everything, then relay.
+            self.relay_after_reload.push(change);
+            self.request_refresh(ctx);
+            return;
+        };
+        if !matches!(self.phase, Phase::Ready(_)) {
+            self.sink.relay(change);
+            return;
+        }
+        // Drop what this calendar knew of the appointment…
+        if let Some(old) = self.entries.remove(&a.id) {
+            self.busy.remove(old.block, a.id);
+        }
+        // …and take the other node's word for where it is now. Should that
+        // collide with a local reservation (both nodes accepted a claim; the
+        // database will refuse one), reload from the arbiter instead.
+        if a.status.is_active() {
+            if self.busy.conflict(a.block, Some(a.id)).is_some() {
+                self.relay_after_reload.push(change);
+                self.request_refresh(ctx);
+                return;
+            }
+            self.busy.insert(a.block, a.id);
+            self.entries.insert(
+                a.id,
+                Appointment {
+                    id: a.id,
+                    doctor_id: self.doctor,
+                    patient_id: a.patient_id,
+                    visit_type_id: a.visit_type_id,
+                    time: TimeRange::new(a.start, a.end).unwrap_or(a.block),
+                    block: a.block,
+                    status: a.status,
+                    hold_expires_at: None,
+                    idempotency_key: None,
+                    cancel_reason: None,
+                    created_at: change.at,
+                },
+            );
+        }
+        self.sink.relay(change);
     }
 }

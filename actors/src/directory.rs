@@ -7,6 +7,7 @@ use actix::{Actor, Addr, Arbiter, ArbiterHandle, Handler, MailboxError, Message}
 use crate::{
     calendar::{BookingError, CalendarActor, CalendarConfig},
     domain::DoctorId,
+    events::ChangeSink,
     store::CalendarStore,
 };
 
@@ -17,6 +18,7 @@ use crate::{
 /// the HTTP workers and a doctor's actor always lives on the same thread.
 pub struct CalendarDirectory {
     store: Arc<dyn CalendarStore>,
+    sink: Arc<dyn ChangeSink>,
     cfg: CalendarConfig,
     arbiters: Vec<ArbiterHandle>,
     actors: Mutex<HashMap<DoctorId, Addr<CalendarActor>>>,
@@ -28,6 +30,7 @@ impl CalendarDirectory {
     /// `System`.
     pub fn new(
         store: Arc<dyn CalendarStore>,
+        sink: Arc<dyn ChangeSink>,
         cfg: CalendarConfig,
         threads: usize,
         request_timeout: Duration,
@@ -37,6 +40,7 @@ impl CalendarDirectory {
             .collect();
         Self {
             store,
+            sink,
             cfg,
             arbiters,
             actors: Mutex::new(HashMap::new()),
@@ -56,9 +60,10 @@ impl CalendarDirectory {
         }
         let arbiter = &self.arbiters[(doctor.0.as_u128() % self.arbiters.len() as u128) as usize];
         let store = self.store.clone();
+        let sink = self.sink.clone();
         let cfg = self.cfg.clone();
         let addr = CalendarActor::start_in_arbiter(arbiter, move |_| {
-            CalendarActor::new(doctor, store, cfg)
+            CalendarActor::new(doctor, store, sink, cfg)
         });
         actors.insert(doctor, addr.clone());
         addr
@@ -92,6 +97,34 @@ impl CalendarDirectory {
     pub fn refresh(&self, doctor: DoctorId) {
         let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(addr) = actors.get(&doctor) {
+            addr.do_send(crate::calendar::Refresh);
+        }
+    }
+
+    /// Tells the doctor's actor (starting it if needed) that the schedule
+    /// changed, so it reloads and announces the change to watchers.
+    pub fn schedule_changed(&self, doctor: DoctorId) {
+        self.get(doctor).do_send(crate::calendar::ScheduleChanged);
+    }
+
+    /// Hands a change committed on another node to the doctor's running
+    /// actor, which updates its memory and relays it to local watchers.
+    /// `false` when no actor runs for the doctor (nothing to update).
+    pub fn apply_remote(&self, change: crate::events::CalendarChange) -> bool {
+        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        match actors.get(&change.doctor_id).filter(|a| a.connected()) {
+            Some(addr) => {
+                addr.do_send(crate::calendar::ApplyRemote(change));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tells every running actor to reload (after missed remote changes).
+    pub fn refresh_all(&self) {
+        let actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
+        for addr in actors.values().filter(|a| a.connected()) {
             addr.do_send(crate::calendar::Refresh);
         }
     }

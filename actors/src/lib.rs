@@ -9,10 +9,12 @@
 //! - [`store`]: the storage trait and its batched write operations.
 //! - [`calendar`]: the per-doctor actor and one message struct per request.
 //! - [`directory`]: finds or starts the actor of a doctor.
+//! - [`events`]: the changes calendars publish after each commit.
 
 pub mod calendar;
 pub mod directory;
 pub mod domain;
+pub mod events;
 pub mod slots;
 pub mod store;
 

@@ -135,7 +135,7 @@ pub async fn update_clinic(
         .await?;
     // Time zone, cut-off and horizon feed every calendar of the clinic.
     for d in state.store.doctors(Some(id), None).await? {
-        state.calendars.refresh(d.id);
+        state.calendars.schedule_changed(d.id);
     }
     Ok(HttpResponse::Ok().json(c))
 }
@@ -208,7 +208,7 @@ pub async fn update_doctor(
         .store
         .update_doctor(doctor.id, body.into_inner().parse()?)
         .await?;
-    state.calendars.refresh(d.id);
+    state.calendars.schedule_changed(d.id);
     Ok(HttpResponse::Ok().json(d))
 }
 
@@ -321,7 +321,7 @@ pub async fn create_visit_type(
             },
         )
         .await?;
-    state.calendars.refresh(doctor.id);
+    state.calendars.schedule_changed(doctor.id);
     Ok(HttpResponse::Created().json(v))
 }
 
@@ -407,7 +407,7 @@ pub async fn create_rule(
             },
         )
         .await?;
-    state.calendars.refresh(doctor.id);
+    state.calendars.schedule_changed(doctor.id);
     Ok(HttpResponse::Created().json(r))
 }
 
@@ -425,7 +425,7 @@ pub async fn delete_rule(
     if !state.store.delete_rule(doctor.id, id).await? {
         return Err(ApiError::not_found("rule_not_found", "rule not found"));
     }
-    state.calendars.refresh(doctor.id);
+    state.calendars.schedule_changed(doctor.id);
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -491,7 +491,7 @@ pub async fn create_exception(
             },
         )
         .await?;
-    state.calendars.refresh(doctor.id);
+    state.calendars.schedule_changed(doctor.id);
     Ok(HttpResponse::Created().json(e))
 }
 
@@ -512,6 +512,6 @@ pub async fn delete_exception(
             "exception not found",
         ));
     }
-    state.calendars.refresh(doctor.id);
+    state.calendars.schedule_changed(doctor.id);
     Ok(HttpResponse::NoContent().finish())
 }

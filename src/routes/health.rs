@@ -26,6 +26,7 @@ pub async fn readyz(state: State) -> HttpResponse {
         "checks": {
             "database": match &db { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
             "calendars_running": state.calendars.running(),
+            "cross_node_push": state.bus.health.describe(),
         }
     }))
 }

@@ -36,6 +36,8 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     /// Settings.
     pub settings: Settings,
+    /// The change bus (for its health).
+    pub bus: Arc<crate::live::bus::Bus>,
 }
 
 /// Handler access to the state.
@@ -60,7 +62,7 @@ impl From<Slot> for SlotOut {
 }
 
 /// An appointment (or hold) on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppointmentOut {
     /// Identity.
     pub id: uuid::Uuid,
@@ -203,6 +205,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .route("/openapi.json", web::get().to(openapi_json))
+                .route("/live", web::get().to(crate::live::session::live))
                 .route("/auth/register", web::post().to(auth::register))
                 .route("/auth/token", web::post().to(auth::token))
                 .route("/doctors", web::get().to(booking::list_doctors))

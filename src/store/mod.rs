@@ -234,6 +234,48 @@ pub struct HistoryEntry {
     pub note: String,
 }
 
+/// One provider alert: something a doctor should be told about, written in
+/// the same transaction as the appointment change it reports (a
+/// transactional outbox). Alerts are append-only.
+///
+/// Exactly these changes create one:
+/// - `booked`: a new appointment inserted as `booked` (not a hold);
+/// - `hold_confirmed`: a hold confirmed (`held` → `booked`);
+/// - `cancelled`: a `booked` appointment cancelled (not a released or
+///   expired hold);
+/// - `rescheduled`: a `booked` appointment moved (`previous_start` set).
+///
+/// Imported history creates none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ProviderAlert {
+    /// Position in the outbox: strictly increasing and never reused, but not
+    /// gap-free. A doctor's alerts are committed in id order, so paging with
+    /// "after the last id seen" misses none.
+    pub id: i64,
+    /// Whose calendar changed.
+    #[schema(value_type = String, format = Uuid)]
+    pub doctor_id: DoctorId,
+    /// Which appointment.
+    #[schema(value_type = String, format = Uuid)]
+    pub appointment_id: AppointmentId,
+    /// The appointment's patient.
+    #[schema(value_type = String, format = Uuid)]
+    pub patient_id: UserId,
+    /// `booked`, `hold_confirmed`, `cancelled` or `rescheduled`.
+    pub kind: String,
+    /// When the change happened.
+    pub at: DateTime<Utc>,
+    /// Start of the visit after the change.
+    pub start: DateTime<Utc>,
+    /// End of the visit after the change.
+    pub end: DateTime<Utc>,
+    /// For `rescheduled`: the start before the move.
+    pub previous_start: Option<DateTime<Utc>>,
+    /// The appointment's status after the change.
+    #[schema(value_type = String)]
+    pub status: AppointmentStatus,
+}
+
 /// Outcome of presenting a refresh token.
 #[derive(Debug, Clone)]
 pub enum RefreshOutcome {
@@ -355,4 +397,14 @@ pub trait Store: CalendarStore {
 
     /// Cancels every lapsed hold (a crashed node's leftovers).
     async fn sweep_expired_holds(&self) -> Result<u64, StoreError>;
+
+    /// The doctor's provider alerts with an id greater than `after_id`
+    /// (0 for all), oldest first, at most `limit` of them (none if `limit`
+    /// is not positive). A doctor reconnecting passes the last id they saw.
+    async fn provider_alerts_after(
+        &self,
+        doctor: DoctorId,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ProviderAlert>, StoreError>;
 }

@@ -5,6 +5,16 @@
 //! them. Inserts use `ON CONFLICT DO NOTHING`, which treats that constraint
 //! (and the idempotency-key index) as arbiters without raising an error, so a
 //! lost race costs no savepoint and never aborts the rest of a group commit.
+//!
+//! # Provider alerts
+//!
+//! Each appointment write that a doctor must hear about also inserts a
+//! `provider_alerts` row, in the same statement (one more CTE, no extra round
+//! trip). Before it draws an alert id, that CTE locks the doctor's row
+//! (`FOR NO KEY UPDATE`, which does not block the foreign-key checks of
+//! bookings) until commit, so one doctor's alert ids commit in id order even
+//! when several nodes write for the doctor: a reader paging with
+//! `id > last_seen` cannot skip an alert that commits late.
 
 use std::str::FromStr;
 
@@ -24,7 +34,7 @@ use uuid::Uuid;
 
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
-    RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
+    ProviderAlert, RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
 };
 use crate::domain::Email;
 
@@ -34,6 +44,20 @@ mod embedded {
 
 const APPT_COLS: &str = "id, doctor_id, patient_id, visit_type_id, starts_at, ends_at, \
     block_start, block_end, status, hold_expires_at, idempotency_key, cancel_reason, created_at";
+
+/// Locks the doctor's row of the CTE row `src` until commit: taken by every
+/// alert insert before it draws an id, so a doctor's alerts commit in id order
+/// (see the module documentation). `NO KEY UPDATE` leaves the foreign-key
+/// checks (`KEY SHARE`) of concurrent bookings unblocked.
+macro_rules! alert_lock {
+    ($src:literal) => {
+        concat!(
+            " CROSS JOIN LATERAL (SELECT 1 FROM doctors d WHERE d.id = ",
+            $src,
+            ".doctor_id FOR NO KEY UPDATE) AS alert_lock"
+        )
+    };
+}
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
@@ -134,6 +158,22 @@ fn appointment(row: &Row) -> Result<Appointment, StoreError> {
         idempotency_key: row.get("idempotency_key"),
         cancel_reason: row.get("cancel_reason"),
         created_at: row.get("created_at"),
+    })
+}
+
+fn provider_alert(row: &Row) -> Result<ProviderAlert, StoreError> {
+    let status: &str = row.get("status");
+    Ok(ProviderAlert {
+        id: row.get("id"),
+        doctor_id: DoctorId(row.get("doctor_id")),
+        appointment_id: AppointmentId(row.get("appointment_id")),
+        patient_id: UserId(row.get("patient_id")),
+        kind: row.get("kind"),
+        at: row.get("at"),
+        start: row.get("starts_at"),
+        end: row.get("ends_at"),
+        previous_start: row.get("previous_start"),
+        status: status.parse().map_err(unavailable)?,
     })
 }
 
@@ -253,8 +293,14 @@ async fn insert(
             INSERT INTO appointment_history (appointment_id, at, actor_user_id, action, to_status, to_start)
             SELECT id, created_at, $13, CASE WHEN status = 'held' THEN 'hold' ELSE 'book' END, status, starts_at
             FROM ins
+        ), alert AS (
+            INSERT INTO provider_alerts (doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at, status)
+            SELECT ins.doctor_id, ins.id, ins.patient_id, 'booked', ins.created_at, ins.starts_at, ins.ends_at, ins.status
+            FROM ins{lock}
+            WHERE ins.status = 'booked'
         )
-        SELECT {APPT_COLS} FROM ins"
+        SELECT {APPT_COLS} FROM ins",
+        lock = alert_lock!("ins")
     );
     let stmt = tx.prepare_cached(&sql).await?;
     for attempt in 0..2 {
@@ -381,8 +427,17 @@ async fn set_status(
         ), hist AS (
             INSERT INTO appointment_history (appointment_id, actor_user_id, action, from_status, to_status, from_start, to_start, note)
             SELECT id, $8, $9, old_status, status, starts_at, starts_at, COALESCE($5, '') FROM upd
+        ), alert AS (
+            INSERT INTO provider_alerts (doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at, status)
+            SELECT upd.doctor_id, upd.id, upd.patient_id,
+                CASE WHEN upd.status = 'booked' THEN 'hold_confirmed' ELSE 'cancelled' END,
+                upd.updated_at, upd.starts_at, upd.ends_at, upd.status
+            FROM upd{lock}
+            WHERE (upd.old_status = 'held' AND upd.status = 'booked')
+               OR (upd.old_status = 'booked' AND upd.status = 'cancelled')
         )
-        SELECT {APPT_COLS} FROM upd"
+        SELECT {APPT_COLS} FROM upd",
+        lock = alert_lock!("upd")
     );
     let from_names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let action = action_for(to, by, reason);
@@ -442,8 +497,16 @@ async fn reschedule(
         ), hist AS (
             INSERT INTO appointment_history (appointment_id, actor_user_id, action, from_status, to_status, from_start, to_start)
             SELECT id, $8, 'reschedule', status, status, old_start, starts_at FROM upd
+        ), alert AS (
+            INSERT INTO provider_alerts (doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
+                previous_start, status)
+            SELECT upd.doctor_id, upd.id, upd.patient_id, 'rescheduled', upd.updated_at, upd.starts_at,
+                upd.ends_at, upd.old_start, upd.status
+            FROM upd{lock}
+            WHERE upd.status = 'booked'
         )
-        SELECT {APPT_COLS} FROM upd"
+        SELECT {APPT_COLS} FROM upd",
+        lock = alert_lock!("upd")
     );
     // The new range may collide (another node booked it): that raises an
     // exclusion violation, so this one write runs under a savepoint to keep
@@ -1229,5 +1292,24 @@ impl Store for PgStore {
             )
             .await
             .map_err(unavailable)
+    }
+
+    async fn provider_alerts_after(
+        &self,
+        doctor: DoctorId,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ProviderAlert>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
+                    previous_start, status
+                 FROM provider_alerts WHERE doctor_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &[&doctor.0, &after_id, &limit.max(0)],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(provider_alert).collect()
     }
 }

@@ -1,8 +1,8 @@
 //! Embedded SQLite implementation of [`Store`] and [`CalendarStore`].
 //!
 //! It behaves like [`super::postgres::PgStore`]: the same outcomes, error
-//! variants, list orderings and history rows. The schema
-//! (`migrations/sqlite/V1__core.sql`) mirrors the PostgreSQL one; instants
+//! variants, list orderings, history rows and provider alerts. The schema
+//! (`migrations/sqlite/V*.sql`) mirrors the PostgreSQL one; instants
 //! are INTEGER microseconds since the Unix epoch, UUIDs hyphenated lower-case
 //! TEXT, arrays JSON TEXT.
 //!
@@ -19,6 +19,14 @@
 //! A batch ([`CalendarStore::commit_batch`]) is one transaction with a
 //! savepoint per write: a write that fails is rolled back alone and the others
 //! still commit together (one fsync for the whole batch).
+//!
+//! # Provider alerts
+//!
+//! A write that a doctor must hear about (see [`super::ProviderAlert`]) also
+//! inserts a `provider_alerts` row under the same savepoint, so the alert
+//! commits if and only if the write does. With a single writer, alert ids
+//! (AUTOINCREMENT: increasing, never reused) commit in id order, so a reader
+//! paging with `id > last_seen` misses none.
 //!
 //! # Concurrency
 //!
@@ -71,13 +79,19 @@ use uuid::Uuid;
 
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
-    RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
+    ProviderAlert, RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
 };
 use crate::domain::{Email, Role};
 
 /// Schema migrations in order; `PRAGMA user_version` records the last one
 /// applied. Append new versions, never edit applied ones.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/V1__core.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/V1__core.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/V2__provider_alerts.sql"),
+    ),
+];
 
 /// Read-only connections in the pool.
 const READERS: usize = 4;
@@ -419,6 +433,21 @@ fn history_entry(r: &Row<'_>) -> rusqlite::Result<HistoryEntry> {
     })
 }
 
+fn provider_alert(r: &Row<'_>) -> rusqlite::Result<ProviderAlert> {
+    Ok(ProviderAlert {
+        id: r.get("id")?,
+        doctor_id: DoctorId(r.get::<_, Id>("doctor_id")?.0),
+        appointment_id: AppointmentId(r.get::<_, Id>("appointment_id")?.0),
+        patient_id: UserId(r.get::<_, Id>("patient_id")?.0),
+        kind: r.get("kind")?,
+        at: r.get::<_, Micros>("at")?.0,
+        start: r.get::<_, Micros>("starts_at")?.0,
+        end: r.get::<_, Micros>("ends_at")?.0,
+        previous_start: r.get::<_, Option<Micros>>("previous_start")?.map(|t| t.0),
+        status: r.get::<_, Parsed<AppointmentStatus>>("status")?.0,
+    })
+}
+
 fn doctor_by_id(conn: &Connection, id: DoctorId) -> rusqlite::Result<Option<Doctor>> {
     conn.prepare_cached(concat!(doctor_select!(), " WHERE d.id = ?1"))?
         .query_row([uid(id.0)], doctor)
@@ -481,6 +510,44 @@ fn record(conn: &Connection, h: &History<'_>) -> rusqlite::Result<()> {
         h.note,
     ])?;
     Ok(())
+}
+
+/// Writes a `provider_alerts` row about `a` as it is after the change.
+fn alert(
+    conn: &Connection,
+    kind: &str,
+    at: i64,
+    a: &Appointment,
+    previous_start: Option<i64>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO provider_alerts (doctor_id, appointment_id, patient_id, kind, at, starts_at,
+            ends_at, previous_start, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        uid(a.doctor_id.0),
+        uid(a.id.0),
+        uid(a.patient_id.0),
+        kind,
+        at,
+        us(a.time.start()),
+        us(a.time.end()),
+        previous_start,
+        a.status.as_str(),
+    ])?;
+    Ok(())
+}
+
+/// The provider alert a status change creates, if any (the same conditions
+/// as the PostgreSQL store's `alert` CTE): a confirmed hold, or a cancelled
+/// booking. Released and expired holds, completions and no-shows create none.
+fn status_alert(from: AppointmentStatus, to: AppointmentStatus) -> Option<&'static str> {
+    match (from, to) {
+        (AppointmentStatus::Held, AppointmentStatus::Booked) => Some("hold_confirmed"),
+        (AppointmentStatus::Booked, AppointmentStatus::Cancelled) => Some("cancelled"),
+        _ => None,
+    }
 }
 
 /// The history action name for a status change (as in the PostgreSQL store).
@@ -641,6 +708,9 @@ fn insert(conn: &Connection, a: &Appointment, by: UserId, now: i64) -> rusqlite:
             note: "",
         },
     )?;
+    if inserted.status == AppointmentStatus::Booked {
+        alert(conn, "booked", us(inserted.created_at), &inserted, None)?;
+    }
     Ok(Ok(inserted))
 }
 
@@ -750,6 +820,9 @@ fn set_status(
             note: c.reason.unwrap_or(""),
         },
     )?;
+    if let Some(kind) = status_alert(cur.status, updated.status) {
+        alert(conn, kind, now, &updated, None)?;
+    }
     Ok(Ok(updated))
 }
 
@@ -819,6 +892,9 @@ fn reschedule(
             note: "",
         },
     )?;
+    if updated.status == AppointmentStatus::Booked {
+        alert(conn, "rescheduled", now, &updated, Some(us(cur.starts_at)))?;
+    }
     Ok(Ok(updated))
 }
 
@@ -1631,6 +1707,26 @@ impl Store for SqliteStore {
     async fn sweep_expired_holds(&self) -> Result<u64, StoreError> {
         self.write(|conn| sweep(conn).map_err(unavailable)).await
     }
+
+    async fn provider_alerts_after(
+        &self,
+        doctor: DoctorId,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ProviderAlert>, StoreError> {
+        // SQLite reads a negative LIMIT as "no limit"; PostgreSQL refuses it.
+        let limit = limit.max(0);
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
+                    previous_start, status
+                 FROM provider_alerts WHERE doctor_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?
+            .query_map(params![uid(doctor.0), after_id, limit], provider_alert)?
+            .collect()
+        })
+        .await
+    }
 }
 
 /// Cancels every lapsed hold in one transaction.
@@ -1895,6 +1991,28 @@ mod tests {
             self.commit(vec![op]).await.pop().unwrap()
         }
 
+        /// The doctor's alerts after `after_id`, as (kind, appointment).
+        async fn alerts(&self, after_id: i64) -> Vec<(String, AppointmentId)> {
+            let list = self
+                .store
+                .provider_alerts_after(self.doctor, after_id, 100)
+                .await
+                .unwrap();
+            list.into_iter()
+                .map(|a| (a.kind, a.appointment_id))
+                .collect()
+        }
+
+        /// The id of the doctor's newest alert (0 if none).
+        async fn last_alert_id(&self) -> i64 {
+            let list = self
+                .store
+                .provider_alerts_after(self.doctor, 0, i64::MAX)
+                .await
+                .unwrap();
+            list.last().map_or(0, |a| a.id)
+        }
+
         async fn actions(&self, id: AppointmentId) -> Vec<String> {
             let history = self.store.history(id).await.unwrap();
             history.into_iter().map(|h| h.action).collect()
@@ -1939,7 +2057,8 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(fks, 1);
-        assert_eq!(version, 1);
+        assert_eq!(version, 2);
+        assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(version));
     }
 
     #[tokio::test]
@@ -2566,5 +2685,360 @@ mod tests {
                 .is_err()
         );
         assert_eq!(f.store.appointment(clash.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn provider_alerts_follow_the_writes_a_doctor_must_hear_about() {
+        let f = fixture().await;
+        let alert = |kind: &str, id: AppointmentId| (kind.to_string(), id);
+
+        // Inserts: a booking alerts, a hold does not, a lost race does not.
+        let booked = f.appt(0, 30, Booked);
+        let hold = f.appt(60, 90, Held);
+        let clash = f.appt(15, 45, Booked);
+        let out = f
+            .commit(vec![f.insert(&booked), f.insert(&hold), f.insert(&clash)])
+            .await;
+        assert_eq!(out[2], Err(OpError::SlotTaken));
+        assert_eq!(f.alerts(0).await, [alert("booked", booked.id)]);
+        let first = f
+            .store
+            .provider_alerts_after(f.doctor, 0, 10)
+            .await
+            .unwrap();
+        let a = &first[0];
+        assert_eq!(
+            (a.doctor_id, a.patient_id, a.status),
+            (f.doctor, f.patient, Booked)
+        );
+        assert_eq!((a.start, a.end), (t(0), t(30)));
+        assert_eq!(a.previous_start, None);
+        assert_eq!(a.at, booked.created_at);
+        let after_booking = a.id;
+
+        // A used idempotency key writes nothing new.
+        let mut keyed = f.appt(200, 230, Booked);
+        keyed.idempotency_key = Some("k-1".into());
+        f.commit_one(f.insert(&keyed)).await.unwrap();
+        let mut again = f.appt(300, 330, Booked);
+        again.idempotency_key = Some("k-1".into());
+        assert!(matches!(
+            f.commit_one(f.insert(&again)).await,
+            Err(OpError::Duplicate(_))
+        ));
+        assert_eq!(f.alerts(after_booking).await, [alert("booked", keyed.id)]);
+        let mark = f.last_alert_id().await;
+
+        // Confirming a hold: "hold_confirmed" only.
+        let confirm = WriteOp::SetStatus {
+            id: hold.id,
+            from: vec![Held],
+            to: Booked,
+            by: Some(f.patient),
+            reason: None,
+            starts_after: None,
+            hold_valid_at: Some(now()),
+        };
+        f.commit_one(confirm).await.unwrap();
+        assert_eq!(f.alerts(mark).await, [alert("hold_confirmed", hold.id)]);
+        let mark = f.last_alert_id().await;
+
+        // Released, expired (by the actor, by a new insert, by the sweep)
+        // and refused changes: no alert.
+        let released = f.appt(400, 430, Held);
+        let mut lapsed = f.appt(500, 530, Held);
+        lapsed.hold_expires_at = Some(now() - Duration::minutes(1));
+        let mut lapsed2 = f.appt(600, 630, Held);
+        lapsed2.hold_expires_at = Some(now() - Duration::minutes(1));
+        let mut lapsed3 = f.appt(700, 730, Held);
+        lapsed3.hold_expires_at = Some(now() - Duration::minutes(1));
+        f.commit(vec![
+            f.insert(&released),
+            f.insert(&lapsed),
+            f.insert(&lapsed2),
+            f.insert(&lapsed3),
+        ])
+        .await;
+        f.commit_one(f.status_change(released.id, &[Held, Booked], Cancelled))
+            .await
+            .unwrap();
+        let expire = WriteOp::SetStatus {
+            id: lapsed.id,
+            from: vec![Held],
+            to: Cancelled,
+            by: None,
+            reason: Some("hold_expired".into()),
+            starts_after: None,
+            hold_valid_at: None,
+        };
+        f.commit_one(expire).await.unwrap();
+        let over = f.appt(700, 730, Booked);
+        f.commit_one(f.insert(&over)).await.unwrap();
+        assert_eq!(
+            f.store
+                .appointment(lapsed3.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            Cancelled
+        );
+        assert_eq!(f.store.sweep_expired_holds().await.unwrap(), 1);
+        assert_eq!(
+            f.commit_one(f.status_change(booked.id, &[Held], Cancelled))
+                .await,
+            Err(OpError::InvalidTransition(Booked))
+        );
+        // Only the booking that replaced a lapsed hold.
+        assert_eq!(f.alerts(mark).await, [alert("booked", over.id)]);
+        let mark = f.last_alert_id().await;
+
+        // Cancelling a booking alerts; completing one does not.
+        f.commit_one(f.status_change(booked.id, &[Held, Booked], Cancelled))
+            .await
+            .unwrap();
+        f.commit_one(f.status_change(hold.id, &[Booked], Completed))
+            .await
+            .unwrap();
+        assert_eq!(f.alerts(mark).await, [alert("cancelled", booked.id)]);
+        let cancelled = f
+            .store
+            .provider_alerts_after(f.doctor, mark, 10)
+            .await
+            .unwrap();
+        assert_eq!(cancelled[0].status, Cancelled);
+        let mark = f.last_alert_id().await;
+
+        // Rescheduling a booking alerts with the old start; a hold does not.
+        let moving = |id, from, to| WriteOp::Reschedule {
+            id,
+            time: span(from, to),
+            block: span(from, to),
+            by: f.patient,
+            starts_after: None,
+        };
+        let held = f.appt(800, 830, Held);
+        f.commit_one(f.insert(&held)).await.unwrap();
+        f.commit_one(moving(held.id, 840, 870)).await.unwrap();
+        f.commit_one(moving(keyed.id, 900, 930)).await.unwrap();
+        let moved = f
+            .store
+            .provider_alerts_after(f.doctor, mark, 10)
+            .await
+            .unwrap();
+        assert_eq!(moved.len(), 1);
+        assert_eq!(
+            (moved[0].kind.as_str(), moved[0].appointment_id),
+            ("rescheduled", keyed.id)
+        );
+        assert_eq!(moved[0].previous_start, Some(t(200)));
+        assert_eq!((moved[0].start, moved[0].end), (t(900), t(930)));
+        assert_eq!(moved[0].status, Booked);
+
+        // Imported history creates none.
+        let past = f.appt(-10_000, -9_970, Completed);
+        f.store.import_past_appointments(&[past]).await.unwrap();
+
+        // Everything, in id order; paging; another doctor sees none of it.
+        let all = f
+            .store
+            .provider_alerts_after(f.doctor, 0, 100)
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = all.iter().map(|a| a.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "booked",
+                "booked",
+                "hold_confirmed",
+                "booked",
+                "cancelled",
+                "rescheduled"
+            ]
+        );
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        let page = f
+            .store
+            .provider_alerts_after(f.doctor, all[1].id, 2)
+            .await
+            .unwrap();
+        assert_eq!(page, all[2..4]);
+        assert!(
+            f.store
+                .provider_alerts_after(f.doctor, all[5].id, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for limit in [0, -1] {
+            assert!(
+                f.store
+                    .provider_alerts_after(f.doctor, 0, limit)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        assert!(
+            f.store
+                .provider_alerts_after(DoctorId::new(), 0, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_alert_commits_with_its_write_or_not_at_all() {
+        let f = fixture().await;
+        let a = f.appt(0, 30, Booked);
+        let b = f.appt(60, 90, Booked);
+        // Another writer makes the alert insert fail for `b` alone.
+        let raw = connect(&f.db.path()).unwrap();
+        raw.execute_batch(&format!(
+            "CREATE TRIGGER refuse_alert BEFORE INSERT ON provider_alerts
+             WHEN NEW.appointment_id = '{}'
+             BEGIN SELECT RAISE(ABORT, 'alert refused'); END;",
+            uid(b.id.0)
+        ))
+        .unwrap();
+        let out = f.commit(vec![f.insert(&a), f.insert(&b)]).await;
+        assert_eq!(out[0], Ok(a.clone()));
+        assert!(matches!(&out[1], Err(OpError::Other(m)) if m.contains("alert refused")));
+        // The booking whose alert failed is rolled back with it.
+        assert_eq!(f.store.appointment(b.id).await.unwrap(), None);
+        assert!(f.store.history(b.id).await.unwrap().is_empty());
+        assert_eq!(f.alerts(0).await, [("booked".to_string(), a.id)]);
+
+        // Alerts are append-only.
+        for sql in [
+            "UPDATE provider_alerts SET kind = 'cancelled'",
+            "DELETE FROM provider_alerts",
+        ] {
+            let err = raw.execute(sql, []).unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
+        // The schema refuses a malformed alert.
+        let bad = raw.execute(
+            "INSERT INTO provider_alerts (doctor_id, appointment_id, patient_id, kind, at,
+                starts_at, ends_at, status)
+             VALUES (?1, ?2, ?3, 'rescheduled', 0, 1, 2, 'booked')",
+            params![uid(f.doctor.0), uid(a.id.0), uid(f.patient.0)],
+        );
+        assert!(bad.is_err(), "a reschedule without previous_start");
+    }
+
+    #[tokio::test]
+    async fn a_v1_database_upgrades_to_provider_alerts() {
+        let db = TempDb::new();
+        std::fs::create_dir_all(db.path().parent().unwrap()).unwrap();
+        // A database as a V1-only build left it, with a booking in it.
+        let doctor = DoctorId::new();
+        let patient = UserId::new();
+        let visit_type = VisitTypeId::new();
+        let id = AppointmentId::new();
+        {
+            let mut raw = connect(&db.path()).unwrap();
+            let tx = raw.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0].1).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute(
+                "INSERT INTO clinics (id, name, time_zone) VALUES (?1, 'Old', 'UTC')",
+                [uid(Uuid::now_v7())],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO doctors (id, clinic_id, name) SELECT ?1, id, 'Dr Old' FROM clinics",
+                [uid(doctor.0)],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO users (id, email, password_hash, name, role)
+                 VALUES (?1, 'old@example.org', 'x', 'Old', 'patient')",
+                [uid(patient.0)],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO visit_types (id, doctor_id, name, duration_minutes, is_default)
+                 VALUES (?1, ?2, 'Visit', 30, 1)",
+                params![uid(visit_type.0), uid(doctor.0)],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO appointments (id, doctor_id, patient_id, visit_type_id, starts_at,
+                    ends_at, block_start, block_end, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6, 'booked')",
+                params![
+                    uid(id.0),
+                    uid(doctor.0),
+                    uid(patient.0),
+                    uid(visit_type.0),
+                    us(t(0)),
+                    us(t(30)),
+                ],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            let tables: i64 = raw
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'provider_alerts'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(tables, 0);
+        }
+
+        let store = SqliteStore::open(&db.path()).unwrap();
+        let version: i64 = lock(&store.inner.writer)
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        // The old data is intact and raised no alerts.
+        let old = store.appointment(id).await.unwrap().unwrap();
+        assert_eq!(old.status, Booked);
+        assert!(
+            store
+                .provider_alerts_after(doctor, 0, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Writes to it now do.
+        let cancel = WriteOp::SetStatus {
+            id,
+            from: vec![Held, Booked],
+            to: Cancelled,
+            by: Some(patient),
+            reason: None,
+            starts_after: None,
+            hold_valid_at: None,
+        };
+        store.commit_batch(doctor, vec![cancel]).await.unwrap()[0]
+            .as_ref()
+            .unwrap();
+        let alerts = store.provider_alerts_after(doctor, 0, 100).await.unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(
+            (alerts[0].kind.as_str(), alerts[0].appointment_id),
+            ("cancelled", id)
+        );
+        drop(store);
+
+        // Opening again applies nothing twice.
+        let store = SqliteStore::open(&db.path()).unwrap();
+        let version: i64 = lock(&store.inner.writer)
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(
+            store
+                .provider_alerts_after(doctor, 0, 100)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -70,6 +70,10 @@ pub struct Options {
     pub database: Option<TestDb>,
     /// Force a backend (multi-node tests need PostgreSQL).
     pub backend: Option<Kind>,
+    /// Cross-node push through this Redis (with a channel prefix of its own).
+    pub redis: Option<(String, String)>,
+    /// Deltas kept per topic for resumes.
+    pub replay_buffer: usize,
 }
 
 impl Default for Options {
@@ -79,6 +83,8 @@ impl Default for Options {
             idle_timeout_secs: 600,
             database: None,
             backend: None,
+            redis: None,
+            replay_buffer: 1024,
         }
     }
 }
@@ -109,6 +115,11 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     settings.http.workers = 2;
     settings.database.pool_size = 8;
     settings.demo.seed_on_start = Some(false);
+    settings.live.replay_buffer = opts.replay_buffer;
+    if let Some((url, prefix)) = &opts.redis {
+        settings.redis_url = url.clone();
+        settings.live.channel_prefix = prefix.clone();
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let app = Application::from_listener(settings, listener)
         .await
@@ -489,5 +500,112 @@ pub async fn expect(r: Response, status: u16) -> Value {
         Value::Null
     } else {
         serde_json::from_str(&body).unwrap_or(Value::String(body))
+    }
+}
+
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// Options for a node of a two-node cluster sharing `db` and Redis.
+pub fn cluster_node(db: Option<TestDb>, redis_url: &str, prefix: &str) -> Options {
+    Options {
+        backend: Some(Kind::Postgres),
+        database: db,
+        redis: Some((redis_url.to_string(), prefix.to_string())),
+        ..Default::default()
+    }
+}
+
+/// A WebSocket watcher speaking the live protocol.
+pub struct Ws {
+    framed: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+    pub msgpack: bool,
+}
+
+impl TestApp {
+    /// Opens `/api/v1/live` (JSON unless `msgpack`), optionally signed in.
+    pub async fn ws_connect(&self, token: Option<&str>, msgpack: bool) -> Ws {
+        let mut url = self.url("/api/v1/live").replace("http://", "ws://");
+        if let Some(t) = token {
+            url = format!("{url}?access_token={t}");
+        }
+        let proto = if msgpack {
+            "docspot.msgpack.v1"
+        } else {
+            "docspot.json.v1"
+        };
+        let (resp, framed) = awc::Client::new()
+            .ws(url)
+            .protocols([proto])
+            .max_frame_size(1 << 22)
+            .connect()
+            .await
+            .expect("websocket upgrade");
+        assert_eq!(
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some(proto),
+            "the server speaks the requested subprotocol"
+        );
+        Ws { framed, msgpack }
+    }
+}
+
+impl Ws {
+    pub async fn send(&mut self, v: Value) {
+        use futures::SinkExt;
+        let msg = if self.msgpack {
+            let m: docspot::live::protocol::ClientMsg = serde_json::from_value(v).unwrap();
+            awc::ws::Message::Binary(rmp_serde::to_vec_named(&m).unwrap().into())
+        } else {
+            awc::ws::Message::Text(v.to_string().into())
+        };
+        self.framed.send(msg).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, text: String) {
+        use futures::SinkExt;
+        self.framed
+            .send(awc::ws::Message::Text(text.into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next protocol message as JSON (MessagePack is converted), within
+    /// `secs` seconds.
+    pub async fn recv_within(&mut self, secs: u64) -> Option<Value> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.framed.next())
+                .await
+                .ok()??;
+            match next.unwrap() {
+                awc::ws::Frame::Text(t) => return Some(serde_json::from_slice(&t).unwrap()),
+                awc::ws::Frame::Binary(b) => {
+                    assert!(self.msgpack, "binary frame on a JSON connection");
+                    let m: docspot::live::protocol::ServerMsg = rmp_serde::from_slice(&b).unwrap();
+                    return Some(serde_json::to_value(m).unwrap());
+                }
+                awc::ws::Frame::Ping(p) => {
+                    use futures::SinkExt;
+                    self.framed.send(awc::ws::Message::Pong(p)).await.unwrap();
+                }
+                awc::ws::Frame::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        self.recv_within(10).await.expect("a message within 10 s")
+    }
+
+    /// Subscribes and returns the snapshot.
+    pub async fn subscribe(&mut self, body: Value) -> Value {
+        self.send(body).await;
+        let m = self.recv().await;
+        assert_eq!(m["type"], "snapshot", "{m}");
+        m
     }
 }

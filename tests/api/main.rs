@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod admin;
+mod alerts;
 mod auth;
 mod booking;
 mod concurrency;
@@ -12,3 +13,4 @@ mod durability;
 mod health;
 mod helpers;
 mod holds;
+mod live;

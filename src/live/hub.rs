@@ -1,0 +1,648 @@
+//! The live hub: one actor per node that keeps, for every watched topic, a
+//! sequence counter, a bounded replay buffer and the watching sessions.
+//!
+//! # Ordering
+//! Changes reach the hub in commit order per doctor (a calendar actor
+//! publishes after each commit, from one thread). The hub numbers them per
+//! topic and sends each delta to every session with `try_send`, so a slow
+//! session can never hold the hub — or the calendar behind it — up.
+//!
+//! # Snapshots without gaps
+//! A new subscriber first gets a snapshot computed by the calendar actor.
+//! The hub notes the topic's sequence number when the subscription arrives
+//! and buffers deltas for that subscriber until the snapshot is sent; the
+//! snapshot carries the noted number and the buffered deltas follow it. A
+//! change that committed while the snapshot was computed may be both in the
+//! snapshot and in a delta: deltas assign state (slot X is now booked), so
+//! applying one twice is harmless, and none is ever missed.
+//!
+//! # Slow consumers
+//! A session's mailbox is small. When it is full the session has fallen
+//! behind (its socket is not draining): the hub stops sending it deltas for
+//! that topic and, shortly after, sends a fresh snapshot flagged `reset`.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use actix::prelude::*;
+use chrono::Utc;
+use docspot_actors::{
+    CalendarDirectory,
+    calendar::{Availability, Board, SlotStatus},
+    domain::{ClinicId, DoctorId, TimeRange, UserId},
+    events::{CalendarChange, ChangeKind},
+};
+
+use super::protocol::{
+    BoardEntry, DeltaData, Encoding, Frame, ServerMsg, SlotChange, SnapshotData, encode,
+};
+use crate::{routes::AppointmentOut, store::Store};
+
+/// Identifies a session within the hub.
+pub type SessionId = u64;
+
+/// A message encoded once for every encoding.
+#[derive(Debug)]
+pub struct Encoded {
+    json: Frame,
+    msgpack: Frame,
+}
+
+impl Encoded {
+    /// Encodes `msg` both ways.
+    pub fn new(msg: &ServerMsg) -> Arc<Self> {
+        Arc::new(Encoded {
+            json: encode(msg, Encoding::Json),
+            msgpack: encode(msg, Encoding::MsgPack),
+        })
+    }
+
+    /// The frame for an encoding.
+    pub fn frame(&self, enc: Encoding) -> &Frame {
+        match enc {
+            Encoding::Json => &self.json,
+            Encoding::MsgPack => &self.msgpack,
+        }
+    }
+}
+
+/// A frame for a session to write.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Arc<Encoded>);
+
+/// What the hub keys topics by (`me` is per patient).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// `doctor:{id}`
+    Doctor(DoctorId),
+    /// `clinic:{id}`
+    Clinic(ClinicId),
+    /// `provider:{doctor_id}`
+    Provider(DoctorId),
+    /// `me` of one patient
+    Me(UserId),
+}
+
+impl Key {
+    /// The canonical wire name.
+    pub fn wire(&self) -> String {
+        match self {
+            Key::Doctor(d) => format!("doctor:{d}"),
+            Key::Clinic(c) => format!("clinic:{c}"),
+            Key::Provider(d) => format!("provider:{d}"),
+            Key::Me(_) => "me".into(),
+        }
+    }
+}
+
+struct Sub {
+    addr: Recipient<Deliver>,
+    range: Option<TimeRange>,
+    /// Deltas (with their seq) held back until this subscriber's snapshot
+    /// is out.
+    pending: Option<Vec<(u64, Arc<Encoded>)>>,
+}
+
+#[derive(Default)]
+struct TopicState {
+    seq: u64,
+    buffer: VecDeque<(u64, Arc<Encoded>)>,
+    subs: HashMap<SessionId, Sub>,
+    /// `provider:` topics: an alert fetch is running / another is wanted.
+    fetching: bool,
+    fetch_again: bool,
+}
+
+/// The hub actor.
+pub struct LiveHub {
+    epoch: String,
+    calendars: Arc<CalendarDirectory>,
+    store: Arc<dyn Store>,
+    replay: usize,
+    topics: HashMap<Key, TopicState>,
+}
+
+impl LiveHub {
+    /// A hub for this node. `epoch` names this node's sequence numbers.
+    pub fn new(
+        epoch: String,
+        calendars: Arc<CalendarDirectory>,
+        store: Arc<dyn Store>,
+        replay: usize,
+    ) -> Self {
+        Self {
+            epoch,
+            calendars,
+            store,
+            replay: replay.max(1),
+            topics: HashMap::new(),
+        }
+    }
+
+    /// Numbers a delta, keeps it for resumes and sends it to every watcher.
+    fn emit(&mut self, key: Key, data: DeltaData, seq: Option<u64>, ctx: &mut Context<Self>) {
+        let replay = self.replay;
+        let Some(t) = self.topics.get_mut(&key) else {
+            return;
+        };
+        let seq = seq.unwrap_or(t.seq + 1);
+        if seq <= t.seq {
+            return; // already sent (provider alerts fetched twice)
+        }
+        t.seq = seq;
+        let msg = Encoded::new(&ServerMsg::Delta {
+            topic: key.wire(),
+            seq,
+            data,
+        });
+        t.buffer.push_back((seq, msg.clone()));
+        while t.buffer.len() > replay {
+            t.buffer.pop_front();
+        }
+        let mut lagging = Vec::new();
+        let mut gone = Vec::new();
+        for (id, sub) in t.subs.iter_mut() {
+            if let Some(p) = &mut sub.pending {
+                p.push((seq, msg.clone()));
+                continue;
+            }
+            match sub.addr.try_send(Deliver(msg.clone())) {
+                Ok(()) => {}
+                Err(SendError::Full(_)) => lagging.push(*id),
+                Err(SendError::Closed(_)) => gone.push(*id),
+            }
+        }
+        for id in gone {
+            t.subs.remove(&id);
+        }
+        for id in lagging {
+            // Hold its deltas back and resend the whole state once the
+            // session has had a moment to drain.
+            if let Some(sub) = t.subs.get_mut(&id) {
+                sub.pending = Some(Vec::new());
+            }
+            ctx.run_later(Duration::from_millis(200), move |hub, ctx| {
+                hub.snapshot(key, id, true, ctx);
+            });
+        }
+    }
+
+    /// Computes and sends `session`'s snapshot of `key`, then its held-back
+    /// deltas.
+    fn snapshot(&mut self, key: Key, session: SessionId, reset: bool, ctx: &mut Context<Self>) {
+        let Some(t) = self.topics.get_mut(&key) else {
+            return;
+        };
+        let Some(sub) = t.subs.get_mut(&session) else {
+            return;
+        };
+        let range = sub.range;
+        // Deltas from here on are held for this subscriber; anything older
+        // is covered by the snapshot, which reflects the calendar as of now.
+        sub.pending = Some(Vec::new());
+        let seq = t.seq;
+        let epoch = self.epoch.clone();
+        let fut = snapshot_data(self.calendars.clone(), self.store.clone(), key, range, seq);
+        ctx.spawn(fut.into_actor(self).map(move |res, hub, _ctx| {
+            let Some(t) = hub.topics.get_mut(&key) else {
+                return;
+            };
+            let Some(sub) = t.subs.get_mut(&session) else {
+                return;
+            };
+            let held = sub.pending.take().unwrap_or_default();
+            let msg = match res {
+                Ok((data, seq)) => ServerMsg::Snapshot {
+                    topic: key.wire(),
+                    seq,
+                    epoch,
+                    reset,
+                    data,
+                },
+                Err(e) => ServerMsg::error(&e.0, e.1, Some(&key.wire())),
+            };
+            let failed = matches!(msg, ServerMsg::Error { .. });
+            // `do_send`: the snapshot must not be dropped like a delta may.
+            sub.addr.do_send(Deliver(Encoded::new(&msg)));
+            if failed {
+                t.subs.remove(&session);
+                return;
+            }
+            let since = match &msg {
+                ServerMsg::Snapshot { seq, .. } => *seq,
+                _ => 0,
+            };
+            for (s, d) in held {
+                if s > since {
+                    sub.addr.do_send(Deliver(d));
+                }
+            }
+        }));
+    }
+
+    fn provider_fetch(&mut self, doctor: DoctorId, ctx: &mut Context<Self>) {
+        let key = Key::Provider(doctor);
+        let Some(t) = self.topics.get_mut(&key) else {
+            return;
+        };
+        if t.fetching {
+            t.fetch_again = true;
+            return;
+        }
+        t.fetching = true;
+        let after = t.seq as i64;
+        let store = self.store.clone();
+        let fut = async move { store.provider_alerts_after(doctor, after, 500).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, hub, ctx| {
+            match res {
+                Ok(alerts) => {
+                    for a in alerts {
+                        let seq = a.id as u64;
+                        hub.emit(key, DeltaData::Alert { alert: a }, Some(seq), ctx);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read provider alerts"),
+            }
+            if let Some(t) = hub.topics.get_mut(&key) {
+                t.fetching = false;
+                if std::mem::take(&mut t.fetch_again) {
+                    hub.provider_fetch(doctor, ctx);
+                }
+            }
+        }));
+    }
+}
+
+/// Why a snapshot could not be made: (code, message).
+struct SnapError(String, String);
+
+async fn snapshot_data(
+    calendars: Arc<CalendarDirectory>,
+    store: Arc<dyn Store>,
+    key: Key,
+    range: Option<TimeRange>,
+    seq: u64,
+) -> Result<(SnapshotData, u64), SnapError> {
+    let fail = |code: &str, e: &dyn std::fmt::Display| SnapError(code.into(), e.to_string());
+    match key {
+        Key::Doctor(d) => {
+            let now = Utc::now();
+            let range = match range {
+                Some(r) => r,
+                None => TimeRange::new(now, now + chrono::Duration::days(7))
+                    .map_err(|e| fail("invalid_range", &e))?,
+            };
+            let slots = calendars
+                .ask(
+                    d,
+                    Availability {
+                        visit_type: None,
+                        range,
+                    },
+                )
+                .await
+                .map_err(|e| fail(booking_code(&e), &e))?;
+            Ok((
+                SnapshotData::Slots {
+                    from: range.start(),
+                    to: range.end(),
+                    slots,
+                },
+                seq,
+            ))
+        }
+        Key::Clinic(c) => {
+            let doctors = store
+                .doctors(Some(c), None)
+                .await
+                .map_err(|e| fail("store_unavailable", &e))?;
+            let mut lines = Vec::with_capacity(doctors.len());
+            for doc in doctors {
+                // A doctor without a visit type has no line, not an error.
+                if let Ok(line) = calendars.ask(doc.id, Board).await {
+                    lines.push(BoardEntry {
+                        name: doc.name,
+                        line,
+                    });
+                }
+            }
+            Ok((SnapshotData::Board { doctors: lines }, seq))
+        }
+        Key::Provider(d) => {
+            // Alert ids are global and stored: resume from any node.
+            let after = if seq > 0 { seq as i64 } else { 0 };
+            let mut alerts = store
+                .provider_alerts_after(d, after, 500)
+                .await
+                .map_err(|e| fail("store_unavailable", &e))?;
+            if seq == 0 && alerts.len() > 50 {
+                alerts.drain(..alerts.len() - 50);
+            }
+            let last = alerts.last().map_or(seq, |a| a.id as u64);
+            Ok((SnapshotData::Alerts { alerts }, last))
+        }
+        Key::Me(u) => {
+            let list = store
+                .patient_appointments(u)
+                .await
+                .map_err(|e| fail("store_unavailable", &e))?;
+            Ok((
+                SnapshotData::Appointments {
+                    appointments: list.into_iter().map(AppointmentOut::from).collect(),
+                },
+                seq,
+            ))
+        }
+    }
+}
+
+fn booking_code(e: &docspot_actors::BookingError) -> &'static str {
+    crate::error::ApiError::from(e.clone()).code()
+}
+
+impl Actor for LiveHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Changes for every watcher of the node come through here.
+        ctx.set_mailbox_capacity(1 << 16);
+    }
+}
+
+/// Start watching a topic.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    /// Who.
+    pub session: SessionId,
+    /// Where to deliver.
+    pub addr: Recipient<Deliver>,
+    /// What.
+    pub key: Key,
+    /// For doctor topics: the range of interest.
+    pub range: Option<TimeRange>,
+    /// Last seq seen and its epoch, when resuming.
+    pub resume: Option<(u64, Option<String>)>,
+}
+
+impl Handler<Join> for LiveHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        let key = msg.key;
+        let t = self.topics.entry(key).or_default();
+        let resumable = match (&msg.resume, key) {
+            // Provider alerts are stored: every resume works, on any node.
+            (Some((seq, _)), Key::Provider(_)) => {
+                t.seq = t.seq.max(*seq);
+                false
+            }
+            (Some((seq, epoch)), _) if epoch.as_deref() == Some(self.epoch.as_str()) => {
+                *seq == t.seq || t.buffer.front().is_some_and(|(first, _)| *first <= seq + 1)
+            }
+            _ => false,
+        };
+        let sub = Sub {
+            addr: msg.addr,
+            range: msg.range,
+            pending: None,
+        };
+        if resumable && let Some((seq, _)) = msg.resume {
+            // Exactly the missed deltas, in order, then live ones.
+            for (s, d) in &t.buffer {
+                if *s > seq {
+                    sub.addr.do_send(Deliver(d.clone()));
+                }
+            }
+            t.subs.insert(msg.session, sub);
+            return;
+        }
+        let provider_resume = matches!(key, Key::Provider(_)) && msg.resume.is_some();
+        t.subs.insert(msg.session, sub);
+        let reset = msg.resume.is_some() && !provider_resume;
+        if let (Key::Provider(_), Some((seq, _))) = (key, msg.resume) {
+            // Snapshot from the client's own position.
+            self.snapshot_from(key, msg.session, seq, ctx);
+        } else {
+            self.snapshot(key, msg.session, reset, ctx);
+        }
+    }
+}
+
+impl LiveHub {
+    fn snapshot_from(&mut self, key: Key, session: SessionId, seq: u64, ctx: &mut Context<Self>) {
+        let epoch = self.epoch.clone();
+        let Some(t) = self.topics.get_mut(&key) else {
+            return;
+        };
+        let Some(sub) = t.subs.get_mut(&session) else {
+            return;
+        };
+        sub.pending = Some(Vec::new());
+        let fut = snapshot_data(self.calendars.clone(), self.store.clone(), key, None, seq);
+        ctx.spawn(fut.into_actor(self).map(move |res, hub, _| {
+            let Some(t) = hub.topics.get_mut(&key) else {
+                return;
+            };
+            let Some(sub) = t.subs.get_mut(&session) else {
+                return;
+            };
+            let held = sub.pending.take().unwrap_or_default();
+            match res {
+                Ok((data, last)) => {
+                    sub.addr.do_send(Deliver(Encoded::new(&ServerMsg::Snapshot {
+                        topic: key.wire(),
+                        seq: last,
+                        epoch,
+                        reset: false,
+                        data,
+                    })));
+                    for (s, d) in held {
+                        if s > last {
+                            sub.addr.do_send(Deliver(d));
+                        }
+                    }
+                }
+                Err(e) => {
+                    sub.addr.do_send(Deliver(Encoded::new(&ServerMsg::error(
+                        &e.0,
+                        e.1,
+                        Some(&key.wire()),
+                    ))));
+                    t.subs.remove(&session);
+                }
+            }
+        }));
+    }
+}
+
+/// Stop watching one topic, or (`key: None`) everything: the session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// Who.
+    pub session: SessionId,
+    /// What; `None` for every topic.
+    pub key: Option<Key>,
+}
+
+impl Handler<Leave> for LiveHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _ctx: &mut Context<Self>) {
+        match msg.key {
+            Some(k) => {
+                if let Some(t) = self.topics.get_mut(&k) {
+                    t.subs.remove(&msg.session);
+                }
+            }
+            None => {
+                for t in self.topics.values_mut() {
+                    t.subs.remove(&msg.session);
+                }
+            }
+        }
+        // Topics nobody watches keep their counters (for resumes) but drop
+        // their buffers once idle to stay small.
+        self.topics
+            .retain(|_, t| !t.subs.is_empty() || !t.buffer.is_empty());
+    }
+}
+
+/// A committed change (from this node or relayed from another).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Change(pub CalendarChange);
+
+impl Handler<Change> for LiveHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Change, ctx: &mut Context<Self>) {
+        let c = msg.0;
+        if self.topics.contains_key(&Key::Doctor(c.doctor_id)) {
+            self.emit(
+                Key::Doctor(c.doctor_id),
+                DeltaData::Slot(public_change(&c)),
+                None,
+                ctx,
+            );
+        }
+        if let Some(a) = &c.appointment
+            && self.topics.contains_key(&Key::Me(a.patient_id))
+        {
+            let data = DeltaData::Appointment {
+                kind: c.kind,
+                appointment: a.clone(),
+            };
+            self.emit(Key::Me(a.patient_id), data, None, ctx);
+        }
+        if matches!(
+            c.kind,
+            ChangeKind::Booked
+                | ChangeKind::HoldConfirmed
+                | ChangeKind::Cancelled
+                | ChangeKind::Rescheduled
+        ) && self.topics.contains_key(&Key::Provider(c.doctor_id))
+        {
+            self.provider_fetch(c.doctor_id, ctx);
+        }
+        let clinic = Key::Clinic(c.clinic_id);
+        if self.topics.get(&clinic).is_some_and(|t| !t.subs.is_empty()) {
+            let calendars = self.calendars.clone();
+            let store = self.store.clone();
+            let doctor = c.doctor_id;
+            let fut = async move {
+                let line = calendars.ask(doctor, Board).await.ok()?;
+                let name = store.doctor(doctor).await.ok().flatten()?.name;
+                Some(BoardEntry { name, line })
+            };
+            ctx.spawn(fut.into_actor(self).map(move |entry, hub, ctx| {
+                if let Some(doctor) = entry {
+                    hub.emit(clinic, DeltaData::Board { doctor }, None, ctx);
+                }
+            }));
+        }
+    }
+}
+
+/// What everybody may see of a change: the slot, never the patient.
+fn public_change(c: &CalendarChange) -> SlotChange {
+    let status = |k: ChangeKind| match k {
+        ChangeKind::Held => Some(SlotStatus::Held),
+        ChangeKind::Booked | ChangeKind::HoldConfirmed | ChangeKind::Rescheduled => {
+            Some(SlotStatus::Booked)
+        }
+        ChangeKind::Released | ChangeKind::Cancelled => Some(SlotStatus::Free),
+        ChangeKind::Completed | ChangeKind::NoShow | ChangeKind::ScheduleChanged => None,
+    };
+    let a = c.appointment.as_ref();
+    SlotChange {
+        kind: c.kind,
+        start: a.map(|a| a.start),
+        end: a.map(|a| a.end),
+        status: match (c.kind, a) {
+            (ChangeKind::Rescheduled, Some(a))
+                if a.status == docspot_actors::domain::AppointmentStatus::Held =>
+            {
+                Some(SlotStatus::Held)
+            }
+            (k, _) => status(k),
+        },
+        previous_start: a.and_then(|a| a.previous_start),
+        previous_end: a.and_then(|a| a.previous_end),
+    }
+}
+
+/// Resend every watcher a fresh snapshot (flagged `reset`): after the bus
+/// reconnects, changes may have been missed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResyncAll;
+
+impl Handler<ResyncAll> for LiveHub {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ResyncAll, ctx: &mut Context<Self>) {
+        let all: Vec<(Key, SessionId)> = self
+            .topics
+            .iter()
+            .flat_map(|(k, t)| t.subs.keys().map(move |s| (*k, *s)))
+            .collect();
+        for (key, session) in all {
+            if let Key::Provider(d) = key {
+                self.provider_fetch(d, ctx);
+            } else {
+                self.snapshot(key, session, true, ctx);
+            }
+        }
+    }
+}
+
+/// Counts for `/readyz` and the load test.
+#[derive(Message)]
+#[rtype(result = "HubStats")]
+pub struct Stats;
+
+/// Hub counters.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct HubStats {
+    /// Topics with state.
+    pub topics: usize,
+    /// Subscriptions across topics.
+    pub subscriptions: usize,
+}
+
+impl Handler<Stats> for LiveHub {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _msg: Stats, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(HubStats {
+            topics: self.topics.len(),
+            subscriptions: self.topics.values().map(|t| t.subs.len()).sum(),
+        })
+    }
+}

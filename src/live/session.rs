@@ -1,0 +1,417 @@
+//! One WebSocket connection = one actor (actix-web-actors, which the product
+//! asked for; upstream now recommends actix-ws, and only this file would
+//! change).
+//!
+//! The session parses client frames, checks who may watch what, and writes
+//! what the hub delivers. It owns no task and no buffer beyond its small
+//! mailbox, so an idle watcher costs little memory.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use chrono::Utc;
+use docspot_actors::domain::TimeRange;
+
+use super::{
+    hub::{Deliver, Join, Key, Leave, LiveHub, SessionId},
+    protocol::{
+        ClientMsg, Encoding, Frame, JSON_PROTOCOL, MSGPACK_PROTOCOL, ServerMsg, Topic,
+        decode_binary, decode_text, encode,
+    },
+};
+use crate::{
+    auth::{AuthUser, TokenKeys},
+    domain::Role,
+    routes::State,
+};
+
+/// Close code: the client sent something the protocol forbids repeatedly.
+pub const CLOSE_POLICY: u16 = 1008;
+/// Close code: no pong within the idle timeout.
+pub const CLOSE_IDLE: u16 = 4000;
+
+/// Limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Ping interval.
+    pub heartbeat: Duration,
+    /// Close after this long without any frame from the client.
+    pub idle_timeout: Duration,
+    /// Largest client frame.
+    pub max_frame: usize,
+    /// Most topics one connection may watch.
+    pub max_subscriptions: usize,
+    /// Most frames waiting to be written before the hub treats the
+    /// connection as lagging.
+    pub queue: usize,
+    /// Longest range a `doctor:` subscription may ask for, in days.
+    pub max_range_days: i64,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A WebSocket watcher.
+pub struct WsSession {
+    id: SessionId,
+    hub: Addr<LiveHub>,
+    keys: Arc<TokenKeys>,
+    state: State,
+    encoding: Encoding,
+    user: Option<AuthUser>,
+    topics: HashSet<Key>,
+    limits: SessionLimits,
+    last_heard: Instant,
+}
+
+impl WsSession {
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, msg: &ServerMsg) {
+        write(ctx, &encode(msg, self.encoding));
+    }
+
+    fn error(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        code: &str,
+        text: impl Into<String>,
+        topic: Option<&str>,
+    ) {
+        self.send(ctx, &ServerMsg::error(code, text, topic));
+    }
+
+    fn handle_client(&mut self, msg: ClientMsg, ctx: &mut ws::WebsocketContext<Self>) {
+        match msg {
+            ClientMsg::Auth { token } => match self.keys.verify(&token) {
+                Ok(c) => {
+                    let user = AuthUser {
+                        id: c.sub,
+                        role: c.role,
+                        doctor_id: c.doctor_id,
+                        clinic_id: c.clinic_id,
+                    };
+                    self.send(
+                        ctx,
+                        &ServerMsg::Authenticated {
+                            user_id: user.id.to_string(),
+                            role: user.role,
+                        },
+                    );
+                    self.user = Some(user);
+                }
+                Err(_) => self.error(ctx, "unauthorized", "invalid or expired token", None),
+            },
+            ClientMsg::Subscribe {
+                topic,
+                from,
+                to,
+                resume_seq,
+                epoch,
+            } => self.subscribe(topic, from, to, resume_seq.map(|s| (s, epoch)), ctx),
+            ClientMsg::Unsubscribe { topic } => {
+                let key = Topic::parse(&topic).and_then(|t| self.key_of(t));
+                match key {
+                    Some(k) if self.topics.remove(&k) => self.hub.do_send(Leave {
+                        session: self.id,
+                        key: Some(k),
+                    }),
+                    _ => self.error(ctx, "not_subscribed", "no such subscription", Some(&topic)),
+                }
+            }
+        }
+    }
+
+    fn key_of(&self, topic: Topic) -> Option<Key> {
+        Some(match topic {
+            Topic::Doctor(d) => Key::Doctor(d),
+            Topic::Clinic(c) => Key::Clinic(c),
+            Topic::Provider(d) => Key::Provider(d),
+            Topic::Me => Key::Me(self.user.as_ref()?.id),
+        })
+    }
+
+    fn subscribe(
+        &mut self,
+        topic: String,
+        from: Option<chrono::DateTime<Utc>>,
+        to: Option<chrono::DateTime<Utc>>,
+        resume: Option<(u64, Option<String>)>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let Some(parsed) = Topic::parse(&topic) else {
+            return self.error(
+                ctx,
+                "invalid_topic",
+                "topics are doctor:{id}, clinic:{id}, provider:{doctor_id} or me",
+                Some(&topic),
+            );
+        };
+        let Some(key) = self.key_of(parsed) else {
+            return self.error(
+                ctx,
+                "unauthorized",
+                "sign in (auth message or ?access_token=) to watch your appointments",
+                Some(&topic),
+            );
+        };
+        if let Key::Provider(doctor) = key {
+            let state = self.state.clone();
+            let user = self.user.clone();
+            // Whether an admin may watch depends on the doctor's clinic: ask
+            // the store, then continue in the actor.
+            let check = async move {
+                let Some(user) = user else {
+                    return Err("unauthorized");
+                };
+                match user.role {
+                    Role::Doctor if user.doctor_id == Some(doctor) => Ok(()),
+                    Role::ClinicAdmin => match state.store.doctor(doctor).await {
+                        Ok(Some(d)) if user.administers(d.clinic_id) => Ok(()),
+                        Ok(Some(_)) => Err("forbidden"),
+                        Ok(None) => Err("doctor_not_found"),
+                        Err(_) => Err("store_unavailable"),
+                    },
+                    _ => Err("forbidden"),
+                }
+            };
+            ctx.wait(check.into_actor(self).map(move |res, act, ctx| match res {
+                Ok(()) => act.join(key, topic, None, resume, ctx),
+                Err(code) => act.error(
+                    ctx,
+                    code,
+                    "only this doctor or an admin of their clinic may watch these alerts",
+                    Some(&topic),
+                ),
+            }));
+            return;
+        }
+        let range = match key {
+            Key::Doctor(_) => {
+                let from = from.unwrap_or_else(Utc::now);
+                let to = to.unwrap_or(from + chrono::Duration::days(7));
+                match TimeRange::new(from, to) {
+                    Ok(r) if r.duration() <= chrono::Duration::days(self.limits.max_range_days) => {
+                        Some(r)
+                    }
+                    Ok(_) => {
+                        return self.error(
+                            ctx,
+                            "range_too_long",
+                            format!("watch at most {} days", self.limits.max_range_days),
+                            Some(&topic),
+                        );
+                    }
+                    Err(e) => return self.error(ctx, "invalid_range", e.to_string(), Some(&topic)),
+                }
+            }
+            _ => None,
+        };
+        self.join(key, topic, range, resume, ctx);
+    }
+
+    fn join(
+        &mut self,
+        key: Key,
+        topic: String,
+        range: Option<TimeRange>,
+        resume: Option<(u64, Option<String>)>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        if self.topics.contains(&key) {
+            return self.error(
+                ctx,
+                "already_subscribed",
+                "already watching this topic",
+                Some(&topic),
+            );
+        }
+        if self.topics.len() >= self.limits.max_subscriptions {
+            return self.error(
+                ctx,
+                "too_many_subscriptions",
+                format!(
+                    "at most {} topics per connection",
+                    self.limits.max_subscriptions
+                ),
+                Some(&topic),
+            );
+        }
+        self.topics.insert(key);
+        self.hub.do_send(Join {
+            session: self.id,
+            addr: ctx.address().recipient(),
+            key,
+            range,
+            resume,
+        });
+    }
+}
+
+fn write(ctx: &mut ws::WebsocketContext<WsSession>, frame: &Frame) {
+    match frame {
+        Frame::Text(t) => ctx.text(t.clone()),
+        Frame::Binary(b) => ctx.binary(b.clone()),
+    }
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A small mailbox is the outgoing queue: when the socket stops
+        // draining, the hub sees it full and switches to a snapshot.
+        ctx.set_mailbox_capacity(self.limits.queue);
+        let idle = self.limits.idle_timeout;
+        ctx.run_interval(self.limits.heartbeat, move |act, ctx| {
+            if act.last_heard.elapsed() > idle {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Other(CLOSE_IDLE),
+                    description: Some("idle timeout".into()),
+                }));
+                ctx.stop();
+                return;
+            }
+            ctx.ping(b"");
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.hub.do_send(Leave {
+            session: self.id,
+            key: None,
+        });
+    }
+}
+
+impl Handler<Deliver> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        write(ctx, msg.0.frame(self.encoding));
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        let msg = match item {
+            Ok(m) => m,
+            Err(ws::ProtocolError::Overflow) => {
+                // Oversized frame: say so, keep the connection.
+                self.error(
+                    ctx,
+                    "frame_too_large",
+                    format!("frames are limited to {} bytes", self.limits.max_frame),
+                    None,
+                );
+                return;
+            }
+            Err(e) => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Protocol,
+                    description: Some(e.to_string()),
+                }));
+                ctx.stop();
+                return;
+            }
+        };
+        let decoded = match msg {
+            ws::Message::Text(t) => decode_text(&t),
+            ws::Message::Binary(b) => decode_binary(&b),
+            ws::Message::Ping(p) => {
+                ctx.pong(&p);
+                return;
+            }
+            ws::Message::Pong(_) => return,
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+                return;
+            }
+            ws::Message::Continuation(_) | ws::Message::Nop => return,
+        };
+        match decoded {
+            Ok(m) => self.handle_client(m, ctx),
+            Err(e) => self.error(ctx, "malformed_message", e, None),
+        }
+    }
+}
+
+/// Query string of the upgrade request.
+#[derive(Debug, serde::Deserialize)]
+pub struct UpgradeQuery {
+    /// A bearer token, for clients that cannot set headers (browsers).
+    pub access_token: Option<String>,
+}
+
+/// `GET /api/v1/live`: upgrades to a WebSocket.
+pub async fn live(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: State,
+    hub: web::Data<Addr<LiveHub>>,
+    limits: web::Data<SessionLimits>,
+    q: web::Query<UpgradeQuery>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let keys = state.keys.clone();
+    let offered: Vec<String> = req
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    let encoding = if offered.iter().any(|p| p == MSGPACK_PROTOCOL)
+        && !offered.iter().any(|p| p == JSON_PROTOCOL)
+    {
+        Encoding::MsgPack
+    } else {
+        Encoding::Json
+    };
+    // A token on the upgrade (header or query) signs the connection in.
+    let header_token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let token = header_token.or_else(|| q.access_token.clone());
+    let user = match token {
+        Some(t) => match keys.verify(&t) {
+            Ok(c) => Some(AuthUser {
+                id: c.sub,
+                role: c.role,
+                doctor_id: c.doctor_id,
+                clinic_id: c.clinic_id,
+            }),
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let session = WsSession {
+        id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        hub: hub.get_ref().clone(),
+        keys,
+        state,
+        encoding,
+        user,
+        topics: HashSet::new(),
+        limits: **limits,
+        last_heard: Instant::now(),
+    };
+    let protocols: &[&str] = match encoding {
+        Encoding::MsgPack => &[MSGPACK_PROTOCOL],
+        Encoding::Json if offered.iter().any(|p| p == JSON_PROTOCOL) => &[JSON_PROTOCOL],
+        Encoding::Json => &[],
+    };
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .protocols(protocols)
+        .frame_size(limits.max_frame)
+        .start()
+}

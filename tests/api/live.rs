@@ -1,0 +1,523 @@
+//! Live availability over WebSocket: snapshots, ordered deltas, resume,
+//! private topics, bad frames, slow consumers, and two nodes through Redis.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration as StdDuration,
+};
+
+use chrono::{DateTime, Duration, Utc};
+use docspot::domain::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Options, REDIS, cluster_node, expect, spawn_app, spawn_app_with, tomorrow_at,
+};
+
+fn starts(v: &Value) -> DateTime<Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[actix_web::test]
+async fn watchers_get_a_snapshot_then_every_change_in_order() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, ann) = app.patient().await;
+    let topic = format!("doctor:{}", f.doctor.id);
+    let from = tomorrow_at(8, 0);
+    for msgpack in [false, true] {
+        let mut ws = app.ws_connect(None, msgpack).await;
+        let snap = ws
+            .subscribe(json!({"type": "subscribe", "topic": topic, "from": from, "to": from + Duration::hours(10)}))
+            .await;
+        assert_eq!(snap["topic"], topic);
+        assert_eq!(snap["reset"], false);
+        let slots = snap["data"]["slots"].as_array().unwrap();
+        assert_eq!(slots.len(), 20);
+        let seq0 = snap["seq"].as_u64().unwrap();
+        let at = tomorrow_at(9 + msgpack as u32, 0);
+        assert_eq!(
+            slots.iter().find(|s| starts(&s["start"]) == at).unwrap()["status"],
+            "free"
+        );
+
+        // Book, hold, release, cancel: one delta each, numbered in order.
+        let a = expect(app.book(&ann, f.doctor.id, at, None).await, 201).await;
+        let h = expect(
+            app.hold(&ann, f.doctor.id, at + Duration::hours(2)).await,
+            201,
+        )
+        .await;
+        let r = app
+            .client
+            .delete(app.url(&format!("/api/v1/holds/{}", h["id"].as_str().unwrap())))
+            .bearer_auth(&ann)
+            .send()
+            .await
+            .unwrap();
+        expect(r, 200).await;
+        let expected = [
+            ("booked", "booked", at),
+            ("held", "held", at + Duration::hours(2)),
+            ("released", "free", at + Duration::hours(2)),
+        ];
+        for (i, (kind, status, start)) in expected.iter().enumerate() {
+            let d = ws.recv().await;
+            assert_eq!(d["type"], "delta", "{d}");
+            assert_eq!(d["seq"].as_u64().unwrap(), seq0 + 1 + i as u64, "{d}");
+            assert_eq!(d["data"]["kind"], *kind);
+            assert_eq!(d["data"]["status"], *status);
+            assert_eq!(starts(&d["data"]["start"]), *start);
+            assert!(
+                d["data"].get("patient_id").is_none(),
+                "no patient data on public topics"
+            );
+        }
+        // Staff cancel the booking: the slot is free again.
+        let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+        expect(
+            app.post(
+                &admin,
+                &format!("/api/v1/appointments/{}/cancel", a["id"].as_str().unwrap()),
+                json!({}),
+            )
+            .await,
+            200,
+        )
+        .await;
+        let d = ws.recv().await;
+        assert_eq!(d["seq"].as_u64().unwrap(), seq0 + 4, "{d}");
+        assert_eq!(d["data"]["kind"], "cancelled");
+        assert_eq!(d["data"]["status"], "free");
+    }
+}
+
+#[actix_web::test]
+async fn resume_gets_exactly_the_missed_deltas_or_a_fresh_snapshot() {
+    let app = spawn_app_with(Options {
+        replay_buffer: 3,
+        ..Default::default()
+    })
+    .await;
+    let f = app.fixture().await;
+    let (_, ann) = app.patient().await;
+    let topic = format!("doctor:{}", f.doctor.id);
+    let sub = |resume: Option<(u64, &str)>| {
+        let mut v = json!({"type": "subscribe", "topic": topic, "from": tomorrow_at(8, 0), "to": tomorrow_at(18, 0)});
+        if let Some((seq, epoch)) = resume {
+            v["resume_seq"] = json!(seq);
+            v["epoch"] = json!(epoch);
+        }
+        v
+    };
+    let mut ws = app.ws_connect(None, false).await;
+    let snap = ws.subscribe(sub(None)).await;
+    let epoch = snap["epoch"].as_str().unwrap().to_string();
+    expect(
+        app.book(&ann, f.doctor.id, tomorrow_at(8, 0), None).await,
+        201,
+    )
+    .await;
+    let last = ws.recv().await["seq"].as_u64().unwrap();
+    drop(ws);
+
+    // Two changes while away: exactly those two come back, nothing else.
+    expect(
+        app.book(&ann, f.doctor.id, tomorrow_at(9, 0), None).await,
+        201,
+    )
+    .await;
+    expect(
+        app.book(&ann, f.doctor.id, tomorrow_at(10, 0), None).await,
+        201,
+    )
+    .await;
+    let mut ws = app.ws_connect(None, false).await;
+    ws.send(sub(Some((last, &epoch)))).await;
+    let d1 = ws.recv().await;
+    let d2 = ws.recv().await;
+    assert_eq!(
+        (d1["type"].as_str(), d1["seq"].as_u64()),
+        (Some("delta"), Some(last + 1))
+    );
+    assert_eq!(
+        (d2["type"].as_str(), d2["seq"].as_u64()),
+        (Some("delta"), Some(last + 2))
+    );
+    assert_eq!(starts(&d2["data"]["start"]), tomorrow_at(10, 0));
+    assert!(ws.recv_within(1).await.is_none(), "nothing delivered twice");
+    drop(ws);
+
+    // Past the replay buffer (3): a snapshot flagged as a reset.
+    for h in [11, 12, 13, 14] {
+        expect(
+            app.book(&ann, f.doctor.id, tomorrow_at(h, 0), None).await,
+            201,
+        )
+        .await;
+    }
+    let mut ws = app.ws_connect(None, false).await;
+    let snap = ws.subscribe(sub(Some((last + 2, &epoch)))).await;
+    assert_eq!(snap["reset"], true);
+    let booked = snap["data"]["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "booked")
+        .count();
+    assert_eq!(booked, 7, "the snapshot holds the true state");
+    // An unknown epoch (another node, a restart) also gets a snapshot.
+    let mut ws = app.ws_connect(None, false).await;
+    let snap = ws.subscribe(sub(Some((1, "some-other-node")))).await;
+    assert_eq!(snap["reset"], true);
+}
+
+#[actix_web::test]
+async fn private_topics_need_the_right_token() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let other_clinic = app.clinic("UTC", 0).await;
+    let g = app.doctor_in(other_clinic, "Dr. G", "08:00", "18:00").await;
+    let (_, ann) = app.patient().await;
+    let (_, doc) = app.user(Role::Doctor, Some(&f.doctor), None).await;
+    let (_, other_doc) = app.user(Role::Doctor, Some(&g.doctor), None).await;
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    let (_, other_admin) = app.user(Role::ClinicAdmin, None, Some(other_clinic)).await;
+    let provider = format!("provider:{}", f.doctor.id);
+
+    for (token, ok) in [
+        (&ann, false),
+        (&other_doc, false),
+        (&other_admin, false),
+        (&doc, true),
+        (&admin, true),
+    ] {
+        let mut ws = app.ws_connect(Some(token), false).await;
+        ws.send(json!({"type": "subscribe", "topic": provider}))
+            .await;
+        let m = ws.recv().await;
+        if ok {
+            assert_eq!(m["type"], "snapshot", "{m}");
+        } else {
+            assert_eq!(
+                (m["type"].as_str(), m["code"].as_str()),
+                (Some("error"), Some("forbidden")),
+                "{m}"
+            );
+        }
+    }
+    // Anonymous: no provider alerts, no `me`.
+    let mut ws = app.ws_connect(None, false).await;
+    ws.send(json!({"type": "subscribe", "topic": provider}))
+        .await;
+    assert_eq!(ws.recv().await["code"], "unauthorized");
+    ws.send(json!({"type": "subscribe", "topic": "me"})).await;
+    assert_eq!(ws.recv().await["code"], "unauthorized");
+    // Signing in on the open connection works; a bad token does not.
+    ws.send(json!({"type": "auth", "token": "nonsense"})).await;
+    assert_eq!(ws.recv().await["code"], "unauthorized");
+    ws.send(json!({"type": "auth", "token": ann})).await;
+    assert_eq!(ws.recv().await["type"], "authenticated");
+    let me = ws
+        .subscribe(json!({"type": "subscribe", "topic": "me"}))
+        .await;
+    assert_eq!(me["data"]["appointments"], json!([]));
+    expect(
+        app.book(&ann, f.doctor.id, tomorrow_at(9, 0), None).await,
+        201,
+    )
+    .await;
+    let d = ws.recv().await;
+    assert_eq!(d["topic"], "me");
+    assert_eq!(d["data"]["kind"], "booked");
+    // A bad token on the upgrade is refused before any WebSocket exists.
+    let r = app
+        .client
+        .get(app.url("/api/v1/live?access_token=bad"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[actix_web::test]
+async fn providers_get_alerts_and_what_they_missed_offline() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, ann) = app.patient().await;
+    let (_, doc) = app.user(Role::Doctor, Some(&f.doctor), None).await;
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    let topic = format!("provider:{}", f.doctor.id);
+    let mut ws = app.ws_connect(Some(&doc), false).await;
+    let snap = ws
+        .subscribe(json!({"type": "subscribe", "topic": topic}))
+        .await;
+    assert_eq!(snap["data"]["alerts"], json!([]));
+    let a = expect(
+        app.book(&ann, f.doctor.id, tomorrow_at(9, 0), None).await,
+        201,
+    )
+    .await;
+    let d = ws.recv().await;
+    assert_eq!(d["data"]["alert"]["kind"], "booked");
+    assert_eq!(d["data"]["alert"]["appointment_id"], a["id"]);
+    let last = d["seq"].as_u64().unwrap();
+    drop(ws);
+
+    // Offline: a cancellation and a new booking.
+    app.post(
+        &admin,
+        &format!("/api/v1/appointments/{}/cancel", a["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    expect(
+        app.book(&ann, f.doctor.id, tomorrow_at(10, 0), None).await,
+        201,
+    )
+    .await;
+    let mut ws = app.ws_connect(Some(&doc), true).await;
+    let snap = ws
+        .subscribe(json!({"type": "subscribe", "topic": topic, "resume_seq": last}))
+        .await;
+    let kinds: Vec<&str> = snap["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["cancelled", "booked"]);
+    assert!(snap["seq"].as_u64().unwrap() > last);
+}
+
+#[actix_web::test]
+async fn bad_frames_get_error_frames_and_the_connection_lives_on() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let mut ws = app.ws_connect(None, false).await;
+    ws.send_raw("not json".into()).await;
+    assert_eq!(ws.recv().await["code"], "malformed_message");
+    ws.send_raw(json!({"type": "subscribe", "topic": "weather:today"}).to_string())
+        .await;
+    assert_eq!(ws.recv().await["code"], "invalid_topic");
+    ws.send_raw(format!(
+        "{{\"type\":\"auth\",\"token\":\"{}\"}}",
+        "x".repeat(20_000)
+    ))
+    .await;
+    assert_eq!(ws.recv().await["code"], "frame_too_large");
+    ws.send(json!({"type": "subscribe", "topic": format!("doctor:{}", f.doctor.id), "from": Utc::now(), "to": Utc::now() + Duration::days(400)})).await;
+    assert_eq!(ws.recv().await["code"], "range_too_long");
+    ws.send(json!({"type": "unsubscribe", "topic": "me"})).await;
+    assert_eq!(ws.recv().await["code"], "not_subscribed");
+    // Still alive and useful.
+    let snap = ws
+        .subscribe(json!({"type": "subscribe", "topic": format!("doctor:{}", f.doctor.id)}))
+        .await;
+    assert_eq!(snap["type"], "snapshot");
+    ws.send(json!({"type": "subscribe", "topic": format!("doctor:{}", f.doctor.id)}))
+        .await;
+    assert_eq!(ws.recv().await["code"], "already_subscribed");
+}
+
+#[actix_web::test]
+async fn a_slow_watcher_does_not_hold_up_a_fast_one() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, ann) = app.patient().await;
+    let topic = format!("doctor:{}", f.doctor.id);
+    let sub = json!({"type": "subscribe", "topic": topic, "from": Utc::now(), "to": Utc::now() + Duration::days(20)});
+    // The slow one subscribes and then stops reading.
+    let mut slow = app.ws_connect(None, false).await;
+    slow.subscribe(sub.clone()).await;
+    let mut fast = app.ws_connect(None, false).await;
+    let seq0 = fast.subscribe(sub).await["seq"].as_u64().unwrap();
+    let day = Utc::now().date_naive() + Duration::days(2);
+    let n = 40;
+    for i in 0..n {
+        let at = day.and_hms_opt(8, 0, 0).unwrap().and_utc()
+            + Duration::days(i / 20)
+            + Duration::minutes(30 * (i % 20));
+        expect(app.book(&ann, f.doctor.id, at, None).await, 201).await;
+    }
+    for i in 0..n as u64 {
+        let d = fast
+            .recv_within(5)
+            .await
+            .expect("the fast watcher is never held up");
+        assert_eq!(d["seq"].as_u64().unwrap(), seq0 + 1 + i);
+    }
+    // The slow one, reading at last, sees a consistent stream: ordered
+    // deltas, or a reset snapshot followed by ordered deltas.
+    let mut last_seq = None;
+    let mut booked = std::collections::HashSet::new();
+    while let Some(m) = slow.recv_within(1).await {
+        let seq = m["seq"].as_u64().unwrap();
+        if m["type"] == "snapshot" {
+            assert_eq!(m["reset"], true);
+            booked = m["data"]["slots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["status"] == "booked")
+                .map(|s| s["start"].as_str().unwrap().to_string())
+                .collect();
+        } else {
+            if let Some(l) = last_seq {
+                assert_eq!(seq, l + 1, "in order, no gaps, no repeats");
+            }
+            booked.insert(m["data"]["start"].as_str().unwrap().to_string());
+        }
+        last_seq = Some(seq);
+    }
+    assert_eq!(
+        booked.len(),
+        n as usize,
+        "the slow watcher ends with the true state"
+    );
+}
+
+#[actix_web::test]
+async fn a_booking_on_one_node_reaches_watchers_on_another() {
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let a = spawn_app_with(cluster_node(None, REDIS, &prefix)).await;
+    let b = spawn_app_with(cluster_node(Some(a.database.clone()), REDIS, &prefix)).await;
+    let f = a.fixture().await;
+    let (_, ann) = a.patient().await;
+    let topic = format!("doctor:{}", f.doctor.id);
+    let mut ws = b.ws_connect(None, false).await;
+    let seq0 = ws
+        .subscribe(json!({"type": "subscribe", "topic": topic, "from": tomorrow_at(0, 0), "to": tomorrow_at(23, 0)}))
+        .await["seq"]
+        .as_u64()
+        .unwrap();
+    let ready = expect(b.client.get(b.url("/readyz")).send().await.unwrap(), 200).await;
+    assert_eq!(ready["checks"]["cross_node_push"], "ok");
+    for (i, h) in [9, 10, 11].iter().enumerate() {
+        expect(
+            a.book(&ann, f.doctor.id, tomorrow_at(*h, 0), None).await,
+            201,
+        )
+        .await;
+        let d = ws.recv_within(5).await.expect("the change crosses nodes");
+        assert_eq!(d["seq"].as_u64().unwrap(), seq0 + 1 + i as u64);
+        assert_eq!(starts(&d["data"]["start"]), tomorrow_at(*h, 0));
+    }
+    // Node B's calendar took the changes in: it refuses the slots from memory.
+    let free = b
+        .slots(f.doctor.id, tomorrow_at(8, 0), tomorrow_at(12, 0))
+        .await;
+    assert!(!free.contains(&tomorrow_at(9, 0)) && !free.contains(&tomorrow_at(11, 0)));
+}
+
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        RedisServer { child, port }
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(StdDuration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn watchers_recover_the_true_state_after_redis_restarts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = RedisServer::start(port);
+    redis.wait_ready().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let a = spawn_app_with(cluster_node(None, &url, "restart")).await;
+    let b = spawn_app_with(cluster_node(Some(a.database.clone()), &url, "restart")).await;
+    let f = a.fixture().await;
+    let (_, ann) = a.patient().await;
+    let topic = format!("doctor:{}", f.doctor.id);
+    let mut ws = b.ws_connect(None, false).await;
+    ws.subscribe(json!({"type": "subscribe", "topic": topic, "from": tomorrow_at(0, 0), "to": tomorrow_at(23, 0)})).await;
+
+    drop(redis);
+    // Booking goes on without Redis; node A says cross-node push is degraded.
+    expect(
+        a.book(&ann, f.doctor.id, tomorrow_at(9, 0), None).await,
+        201,
+    )
+    .await;
+    let mut degraded = false;
+    for _ in 0..50 {
+        let r = expect(a.client.get(a.url("/readyz")).send().await.unwrap(), 200).await;
+        if r["checks"]["cross_node_push"]
+            .as_str()
+            .unwrap()
+            .starts_with("degraded")
+        {
+            degraded = true;
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    assert!(degraded, "/readyz reports degraded cross-node push");
+
+    let _redis = RedisServer::start(port);
+    // B reconnects, resynchronises, and its watcher ends up with the truth.
+    let mut booked = false;
+    while let Some(m) = ws.recv_within(15).await {
+        let has = |slots: &Value| {
+            slots
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| starts(&s["start"]) == tomorrow_at(9, 0) && s["status"] == "booked")
+        };
+        if (m["type"] == "snapshot" && has(&m["data"]["slots"]))
+            || (m["type"] == "delta" && starts(&m["data"]["start"]) == tomorrow_at(9, 0))
+        {
+            booked = true;
+            break;
+        }
+    }
+    assert!(
+        booked,
+        "the watcher on B learns of the booking made while Redis was down"
+    );
+    let free = b
+        .slots(f.doctor.id, tomorrow_at(8, 0), tomorrow_at(12, 0))
+        .await;
+    assert!(!free.contains(&tomorrow_at(9, 0)), "B's calendar reloaded");
+    let ready = expect(b.client.get(b.url("/readyz")).send().await.unwrap(), 200).await;
+    assert_eq!(ready["checks"]["cross_node_push"], "ok");
+}
