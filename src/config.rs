@@ -35,6 +35,21 @@ pub struct Settings {
     pub demo: DemoSettings,
     /// Live push.
     pub live: LiveSettings,
+    /// Suggestions.
+    pub ml: MlSettings,
+}
+
+/// `[ml]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct MlSettings {
+    /// Model file.
+    pub model_path: std::path::PathBuf,
+    /// Retrain interval in seconds (0: never).
+    pub retrain_interval_secs: u64,
+    /// Most rows to train on.
+    pub max_training_rows: i64,
+    /// Fewest rows worth training on.
+    pub min_training_rows: usize,
 }
 
 /// `[live]`

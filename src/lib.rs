@@ -14,6 +14,7 @@
 //! - [`store`]: the storage trait; PostgreSQL and embedded SQLite backends.
 //! - [`live`]: live push: bus (in-process / Redis), hub, WebSocket sessions.
 //! - [`domain`]: server-side value types (e-mail, password, role).
+//! - [`suggest`]: suggested times ranked by the `docspot-ml` model.
 //! - [`demo`]: the demo clinic and its synthetic booking history.
 //! - [`telemetry`]: logging set-up.
 
@@ -26,4 +27,5 @@ pub mod live;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod suggest;
 pub mod telemetry;

@@ -45,6 +45,34 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Train the suggestion model from the database (kept only if it
+    /// validates no worse than the model in use).
+    Train,
+    /// Suggestion-model tools.
+    Ml {
+        #[command(subcommand)]
+        command: MlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MlCommand {
+    /// Evaluate on a CSV of past appointments (columns: patient_id,
+    /// booked_at, slot_start, attended; optional doctor_id, visit_type, age,
+    /// sex and any patient feature columns): time split 80/20, ROC-AUC and
+    /// Brier against a lead-time baseline, ranking metrics where alternatives
+    /// were offered.
+    Evaluate {
+        /// The CSV file.
+        #[arg(long)]
+        csv: std::path::PathBuf,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// IANA zone for hours and weekdays of naive or UTC times.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,6 +111,42 @@ async fn main() -> anyhow::Result<()> {
                 demo::DEMO_PASSWORD
             );
             app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Train => {
+            let store = open_store(&settings, true).await?;
+            let suggester = docspot::suggest::Suggester::load(&settings.ml.model_path);
+            let r = docspot::suggest::train(
+                store.as_ref(),
+                &suggester,
+                settings.ml.max_training_rows,
+                settings.ml.min_training_rows,
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            if r.installed {
+                println!("model written to {}", settings.ml.model_path.display());
+            } else {
+                println!("kept the model in use: the new one validated worse");
+            }
+        }
+        Command::Ml {
+            command: MlCommand::Evaluate { csv, json, tz },
+        } => {
+            let tz: chrono_tz::Tz = tz
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--tz {tz:?} is not an IANA time zone"))?;
+            let file =
+                std::fs::File::open(&csv).with_context(|| format!("opening {}", csv.display()))?;
+            let options = docspot_ml::TrainOptions {
+                tz,
+                ..Default::default()
+            };
+            let report = docspot_ml::evaluate_csv(std::io::BufReader::new(file), &options)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.table());
+            }
         }
         Command::Migrate => {
             open_store(&settings, true).await?;

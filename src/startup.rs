@@ -24,6 +24,7 @@ use crate::{
         postgres::{self, PgStore},
         sqlite::SqliteStore,
     },
+    suggest::{self, Suggester},
 };
 
 /// Why the server could not start.
@@ -160,6 +161,8 @@ impl Application {
             slot.fill(bus.clone());
             (bus, calendars)
         };
+        let suggester = Arc::new(Suggester::load(&settings.ml.model_path));
+        spawn_retraining(&settings, store.clone(), suggester.clone());
         let hub = LiveHub::new(
             node,
             calendars.clone(),
@@ -191,6 +194,7 @@ impl Application {
             keys: keys.clone(),
             settings: settings.clone(),
             bus,
+            suggester: suggester.clone(),
         });
         let hub = web::Data::new(hub);
         let limits = web::Data::new(limits);
@@ -285,4 +289,28 @@ impl ChangeSink for SinkSlot {
             b.relay(change);
         }
     }
+}
+
+/// Retrains the suggestion model every `ml.retrain_interval_secs` (the first
+/// time after one interval), keeping the old model if the new one validates
+/// worse.
+fn spawn_retraining(settings: &Settings, store: Arc<dyn Store>, suggester: Arc<Suggester>) {
+    let every = settings.ml.retrain_interval_secs;
+    if every == 0 {
+        return;
+    }
+    let (max_rows, min_rows) = (settings.ml.max_training_rows, settings.ml.min_training_rows);
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every));
+        tick.tick().await; // the first tick is immediate: skip it
+        loop {
+            tick.tick().await;
+            match suggest::train(store.as_ref(), &suggester, max_rows, min_rows).await {
+                Ok(r) => {
+                    tracing::info!(rows = r.rows, installed = r.installed, candidate = ?r.candidate, current = ?r.current, "suggestion model retrained")
+                }
+                Err(e) => tracing::warn!(error = %e, "suggestion model not retrained"),
+            }
+        }
+    });
 }

@@ -16,10 +16,15 @@
 //! A row that cannot be read is skipped and counted (the first few reasons are
 //! kept); only a missing required column is an error.
 //!
-//! The evaluation trains on the earliest 80 % of rows by `booked_at` and tests
-//! on the rest, comparing against a lead-time-only logistic regression and,
-//! where alternatives were recorded, against earliest-first and
-//! popular-hour-first orderings.
+//! The evaluation trains on the earliest 80 % of rows by `booked_at`
+//! ([`split_by_time`]) and tests on the rest, comparing against a
+//! lead-time-only logistic regression and, where alternatives were recorded,
+//! against earliest-first and popular-hour-first orderings.
+//!
+//! [`Model::validate`] scores an already trained model on held-out rows the
+//! same way (a [`Validation`]), so a server can check that a newly trained
+//! model is [no worse](Validation::is_no_worse_than) than the one in use on
+//! the same data before switching.
 
 use std::{collections::BTreeMap, fmt::Write as _, io};
 
@@ -41,6 +46,8 @@ pub const REQUIRED_COLUMNS: [&str; 4] = ["patient_id", "booked_at", "slot_start"
 const KEPT_REASONS: usize = 5;
 /// Fewest usable rows for an evaluation.
 const MIN_ROWS: usize = 20;
+/// Share of rows (the earliest by `booked_at`) [`evaluate`] trains on.
+pub const TRAIN_FRACTION: f64 = 0.8;
 
 /// Why an evaluation could not run.
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +320,115 @@ pub fn evaluate_csv<R: io::Read>(
     Ok(report)
 }
 
-/// Trains on the earliest 80 % of `rows` by `booked_at` and scores the rest.
+/// Sorts `rows` by `booked_at` (stably) and splits them into the earliest
+/// `floor(len × train_fraction)` rows and the rest: the split [`evaluate`]
+/// uses with [`TRAIN_FRACTION`]. A fraction outside 0–1 is clamped to it;
+/// `NaN` counts as 0.
+pub fn split_by_time(
+    rows: &[PastAppointment],
+    train_fraction: f64,
+) -> (Vec<PastAppointment>, Vec<PastAppointment>) {
+    let mut rows = rows.to_vec();
+    rows.sort_by_key(|r| r.booked_at);
+    let fraction = if train_fraction.is_nan() {
+        0.0
+    } else {
+        train_fraction.clamp(0.0, 1.0)
+    };
+    // `as` saturates; the product never exceeds `len`.
+    let split = ((rows.len() as f64 * fraction).floor() as usize).min(rows.len());
+    let test = rows.split_off(split);
+    (rows, test)
+}
+
+/// How well a model's P(show) does on held-out appointments: the numbers
+/// [`evaluate`] reports as `roc_auc` and `brier`, from [`Model::validate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Held-out appointments scored.
+    pub rows: usize,
+    /// ROC-AUC of P(show) against attendance (higher is better); `None` when
+    /// the held-out rows are all shows or all no-shows.
+    pub roc_auc: Option<f64>,
+    /// Brier score of P(show) (lower is better); `NaN` when there are no rows.
+    pub brier: f64,
+}
+
+impl Validation {
+    /// Scores P(show) `probabilities` against `rows`' outcomes.
+    fn score(probabilities: &[f64], rows: &[PastAppointment]) -> Self {
+        let y: Vec<bool> = rows.iter().map(|r| r.attended).collect();
+        Self {
+            rows: rows.len(),
+            roc_auc: metrics::roc_auc(probabilities, &y),
+            brier: metrics::brier(probabilities, &y),
+        }
+    }
+
+    /// Whether `self` (a new model's validation) is at most `tolerance` worse
+    /// than `other` (the current model's, on the same held-out rows): by
+    /// ROC-AUC when both have one (`self ≥ other − tolerance`), otherwise by
+    /// Brier score (`self ≤ other + tolerance`). A negative tolerance demands
+    /// an improvement. `false` when the compared numbers are not finite (for
+    /// example Brier scores of zero rows), so an unusable validation never
+    /// replaces a model.
+    pub fn is_no_worse_than(&self, other: &Validation, tolerance: f64) -> bool {
+        let (new, old, higher_is_better) = match (self.roc_auc, other.roc_auc) {
+            (Some(new), Some(old)) => (new, old, true),
+            _ => (self.brier, other.brier, false),
+        };
+        if !(new.is_finite() && old.is_finite() && tolerance.is_finite()) {
+            return false;
+        }
+        if higher_is_better {
+            new >= old - tolerance
+        } else {
+            new <= old + tolerance
+        }
+    }
+}
+
+impl Model {
+    /// Scores this model's P(show) on `held_out`, building each row's
+    /// patient-history features exactly as [`evaluate`] builds its test
+    /// features: from the patient's appointments in `history` and `held_out`
+    /// that *started before the row was booked* (so earlier held-out visits
+    /// count once they are over, and no outcome from after the booking leaks
+    /// in). `history` holds the appointments known before the held-out period
+    /// (typically the training rows, e.g. the first part of
+    /// [`split_by_time`]) and must not repeat `held_out` rows; only held-out
+    /// rows are scored. Hours and weekdays are taken in the time zone the
+    /// model was trained with.
+    ///
+    /// Validate the current and a candidate model with the same arguments
+    /// and compare them with [`Validation::is_no_worse_than`].
+    pub fn validate(
+        &self,
+        history: &[PastAppointment],
+        held_out: &[PastAppointment],
+    ) -> Validation {
+        let tz = self.spec.tz();
+        let histories = held_out_histories(history, held_out, tz);
+        Validation::score(&self.show_probabilities(held_out, &histories, tz), held_out)
+    }
+}
+
+/// The patient history of every `held_out` row at its booking time, drawn
+/// from `history` and `held_out` together (only visits that started before
+/// the booking count).
+fn held_out_histories(
+    history: &[PastAppointment],
+    held_out: &[PastAppointment],
+    tz: Tz,
+) -> Vec<History> {
+    let all: Vec<&PastAppointment> = history.iter().chain(held_out).collect();
+    let mut histories = History::snapshots(&all, tz);
+    histories.split_off(history.len())
+}
+
+/// Trains on the earliest 80 % ([`TRAIN_FRACTION`]) of `rows` by `booked_at`
+/// ([`split_by_time`]) and scores the rest; the model's `roc_auc` and `brier`
+/// are those of [`Model::validate`] with the training rows as history.
 pub fn evaluate(rows: &[PastAppointment], options: &TrainOptions) -> Result<EvalReport, EvalError> {
     if rows.len() < MIN_ROWS {
         return Err(EvalError::TooFewRows {
@@ -322,18 +437,16 @@ pub fn evaluate(rows: &[PastAppointment], options: &TrainOptions) -> Result<Eval
         });
     }
     let tz = options.tz;
-    let mut rows = rows.to_vec();
-    rows.sort_by_key(|r| r.booked_at);
-    let split = rows.len() * 4 / 5;
-    let (train, test) = rows.split_at(split);
+    let (train, test) = split_by_time(rows, TRAIN_FRACTION);
+    let (train, test) = (train.as_slice(), test.as_slice());
     let model = Model::train(train, options)?;
     // Histories over all rows: a test booking may see earlier test visits
     // that were over by then (never anything after its own booking time).
-    let histories = History::snapshots(&rows, tz);
-    let test_histories = &histories[split..];
+    let test_histories = &held_out_histories(train, test, tz);
 
     let y: Vec<bool> = test.iter().map(|r| r.attended).collect();
     let p = model.show_probabilities(test, test_histories, tz);
+    let validation = Validation::score(&p, test);
     let lead = |r: &PastAppointment| {
         let d = lead_days(r.booked_at, r.slot_start).min(365.0);
         [d, d.ln_1p()]
@@ -378,8 +491,8 @@ pub fn evaluate(rows: &[PastAppointment], options: &TrainOptions) -> Result<Eval
         train_rows: train.len(),
         test_rows: test.len(),
         no_show_rate: y.iter().filter(|&&a| !a).count() as f64 / y.len() as f64,
-        roc_auc: metrics::roc_auc(&p, &y).unwrap_or(nan),
-        brier: metrics::brier(&p, &y),
+        roc_auc: validation.roc_auc.unwrap_or(nan),
+        brier: validation.brier,
         baseline_roc_auc: metrics::roc_auc(&p_base, &y).unwrap_or(nan),
         baseline_brier: metrics::brier(&p_base, &y),
         ranking_sets: ranking.n,
@@ -671,6 +784,159 @@ mod tests {
             evaluate(&plain[..5], &TrainOptions::default()),
             Err(EvalError::TooFewRows { found: 5, .. })
         ));
+    }
+
+    /// Validating a model trained on the first 80 % on the last 20 % gives
+    /// exactly what `evaluate` reports, in the model's own time zone.
+    #[test]
+    fn validate_matches_evaluate() {
+        let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+        let rows = synthetic::generate(300, 4_000, 5, now);
+        let options = TrainOptions {
+            tz: "America/New_York".parse().unwrap(),
+            ..TrainOptions::default()
+        };
+        let report = evaluate(&rows, &options).unwrap();
+        let (train, test) = split_by_time(&rows, TRAIN_FRACTION);
+        assert_eq!(
+            (train.len(), test.len()),
+            (report.train_rows, report.test_rows)
+        );
+        let v = Model::train(&train, &options)
+            .unwrap()
+            .validate(&train, &test);
+        assert_eq!(v.rows, report.test_rows);
+        let auc = v.roc_auc.unwrap();
+        assert!((auc - report.roc_auc).abs() < 1e-9, "{v:?} {report:?}");
+        assert!((v.brier - report.brier).abs() < 1e-9, "{v:?} {report:?}");
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(serde_json::from_str::<Validation>(&json).unwrap(), v);
+    }
+
+    /// Held-out features see only visits that started before each booking:
+    /// the order of `history` does not matter, and appointments from after
+    /// the held-out period (whatever their outcome) change nothing.
+    #[test]
+    fn validate_ignores_history_order_and_the_future() {
+        let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+        let rows = synthetic::generate(60, 1_500, 9, now);
+        let (train, test) = split_by_time(&rows, TRAIN_FRACTION);
+        let model = Model::train(&train, &TrainOptions::default()).unwrap();
+        let v = model.validate(&train, &test);
+        assert_eq!(v.rows, test.len());
+
+        let last_booking = test.iter().map(|r| r.booked_at).max().unwrap();
+        let mut history = train.clone();
+        history.reverse();
+        history.extend(test.iter().map(|r| PastAppointment {
+            booked_at: last_booking + chrono::Duration::days(1),
+            slot_start: last_booking + chrono::Duration::days(2),
+            attended: !r.attended,
+            ..r.clone()
+        }));
+        let w = model.validate(&history, &test);
+        assert_eq!((w.rows, w.roc_auc.is_some()), (v.rows, true));
+        assert!((w.roc_auc.unwrap() - v.roc_auc.unwrap()).abs() < 1e-9);
+        assert!((w.brier - v.brier).abs() < 1e-9);
+
+        // Without history the held-out rows still see each other's past.
+        let cold = model.validate(&[], &test);
+        assert_eq!(cold.rows, test.len());
+        assert!(cold.brier.is_finite() && cold.roc_auc.is_some());
+        // Nothing to score.
+        let empty = model.validate(&train, &[]);
+        assert_eq!((empty.rows, empty.roc_auc), (0, None));
+        assert!(empty.brier.is_nan());
+    }
+
+    /// A model trained on a tiny slice does not pass as a replacement for one
+    /// trained on the full 80 %, by ROC-AUC or (without it) by Brier.
+    /// Measured (600 patients, 10,000 appointments, seed 11): ROC-AUC 0.671
+    /// vs 0.544 for the latest 300 training rows, Brier 0.172 vs 0.230.
+    #[test]
+    fn tiny_model_validates_worse_than_full_one() {
+        let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+        let rows = synthetic::generate(600, 10_000, 11, now);
+        let (train, test) = split_by_time(&rows, TRAIN_FRACTION);
+        let options = TrainOptions::default();
+        let full = Model::train(&train, &options)
+            .unwrap()
+            .validate(&train, &test);
+        let tiny = Model::train(&train[train.len() - 300..], &options)
+            .unwrap()
+            .validate(&train, &test);
+        assert_eq!(full.rows, tiny.rows);
+        assert!(full.is_no_worse_than(&tiny, 0.0), "{full:?} {tiny:?}");
+        assert!(!tiny.is_no_worse_than(&full, 0.05), "{full:?} {tiny:?}");
+        let without_auc = |v: &Validation| Validation {
+            roc_auc: None,
+            ..v.clone()
+        };
+        let (full_b, tiny_b) = (without_auc(&full), without_auc(&tiny));
+        assert!(full_b.is_no_worse_than(&tiny_b, 0.0), "{full:?} {tiny:?}");
+        assert!(!tiny_b.is_no_worse_than(&full_b, 0.02), "{full:?} {tiny:?}");
+    }
+
+    #[test]
+    fn is_no_worse_than_cases() {
+        let v = |roc_auc: Option<f64>, brier: f64| Validation {
+            rows: 100,
+            roc_auc,
+            brier,
+        };
+        let old = v(Some(0.70), 0.18);
+        // By ROC-AUC when both have one; Brier is then ignored.
+        assert!(v(Some(0.70), 0.18).is_no_worse_than(&old, 0.0));
+        assert!(v(Some(0.72), 0.30).is_no_worse_than(&old, 0.0));
+        assert!(!v(Some(0.69), 0.10).is_no_worse_than(&old, 0.0));
+        assert!(v(Some(0.69), 0.18).is_no_worse_than(&old, 0.02));
+        assert!(!v(Some(0.67), 0.18).is_no_worse_than(&old, 0.02));
+        // A negative tolerance demands an improvement.
+        assert!(!v(Some(0.70), 0.18).is_no_worse_than(&old, -0.01));
+        assert!(v(Some(0.72), 0.18).is_no_worse_than(&old, -0.01));
+        // Either ROC-AUC missing (one class only): by Brier, lower is better.
+        for (new_auc, old_auc) in [(None, Some(0.7)), (Some(0.9), None), (None, None)] {
+            let old = v(old_auc, 0.18);
+            assert!(v(new_auc, 0.18).is_no_worse_than(&old, 0.0));
+            assert!(v(new_auc, 0.17).is_no_worse_than(&old, 0.0));
+            assert!(!v(new_auc, 0.19).is_no_worse_than(&old, 0.0));
+            assert!(v(new_auc, 0.19).is_no_worse_than(&old, 0.02));
+            assert!(!v(new_auc, 0.19).is_no_worse_than(&old, 0.005));
+        }
+        // Unusable numbers never pass, nor a NaN tolerance.
+        let none = |brier| v(None, brier);
+        assert!(!none(f64::NAN).is_no_worse_than(&none(0.2), 0.1));
+        assert!(!none(0.1).is_no_worse_than(&none(f64::NAN), 0.1));
+        assert!(!none(f64::NAN).is_no_worse_than(&none(f64::NAN), 0.1));
+        assert!(!v(Some(f64::NAN), 0.1).is_no_worse_than(&old, 0.1));
+        assert!(!v(Some(0.8), 0.1).is_no_worse_than(&old, f64::NAN));
+    }
+
+    #[test]
+    fn split_by_time_sorts_and_matches_four_fifths() {
+        let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+        let rows = synthetic::generate(40, 400, 4, now);
+        let (train, test) = split_by_time(&rows, TRAIN_FRACTION);
+        assert_eq!((train.len(), test.len()), (320, 80));
+        let all: Vec<_> = train.iter().chain(&test).collect();
+        assert!(all.windows(2).all(|w| w[0].booked_at <= w[1].booked_at));
+        let mut sorted = rows.clone();
+        sorted.sort_by_key(|r| r.booked_at);
+        assert!(all.into_iter().eq(&sorted));
+        // The split `evaluate` used before it called this: `len * 4 / 5`.
+        for n in 0..=rows.len() {
+            let (a, b) = split_by_time(&rows[..n], TRAIN_FRACTION);
+            assert_eq!((a.len(), b.len()), (n * 4 / 5, n - n * 4 / 5), "{n}");
+        }
+        for (fraction, train_len) in [(0.0, 0), (1.0, 400), (-1.0, 0), (7.0, 400), (f64::NAN, 0)] {
+            let (a, b) = split_by_time(&rows, fraction);
+            assert_eq!(
+                (a.len(), b.len()),
+                (train_len, 400 - train_len),
+                "{fraction}"
+            );
+        }
+        assert_eq!(split_by_time(&[], 0.8), (vec![], vec![]));
     }
 
     /// The models recover the planted patterns on held-out synthetic data.

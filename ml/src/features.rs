@@ -10,7 +10,10 @@
 //! that *started before* the moment of booking. Nothing that happened later,
 //! and no other patient's record, can leak in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, HashMap},
+};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -96,8 +99,10 @@ impl History {
     }
 
     /// For every row, its patient's history at the row's `booked_at`, taken
-    /// from the rows themselves. O(n log n).
-    pub fn snapshots(rows: &[PastAppointment], tz: Tz) -> Vec<Self> {
+    /// from the rows themselves. O(n log n). Accepts owned rows or
+    /// references, so that several slices can be combined without cloning.
+    pub fn snapshots<A: Borrow<PastAppointment>>(rows: &[A], tz: Tz) -> Vec<Self> {
+        let rows: Vec<&PastAppointment> = rows.iter().map(Borrow::borrow).collect();
         let mut by_patient: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, r) in rows.iter().enumerate() {
             by_patient.entry(r.patient_id.as_str()).or_default().push(i);
@@ -113,7 +118,7 @@ impl History {
             for i in by_booked {
                 let cutoff = rows[i].booked_at;
                 while next < by_start.len() && rows[by_start[next]].slot_start < cutoff {
-                    h.add(&rows[by_start[next]], tz);
+                    h.add(rows[by_start[next]], tz);
                     next += 1;
                 }
                 out[i] = h.clone();
@@ -438,6 +443,12 @@ impl FeatureSpec {
         &self.tz
     }
 
+    /// The time zone the model was trained with. Always parses for a trained
+    /// model or one accepted by [`check`](Self::check); UTC otherwise.
+    pub(crate) fn tz(&self) -> Tz {
+        self.tz.parse().unwrap_or(Tz::UTC)
+    }
+
     /// Names of the extra columns used as numbers.
     pub fn numeric_columns(&self) -> impl Iterator<Item = &str> {
         self.numeric.iter().map(|c| c.name.as_str())
@@ -468,6 +479,9 @@ impl FeatureSpec {
         }
         if self.build_names() != self.names {
             return Err("feature names do not match the vocabularies".into());
+        }
+        if self.tz.parse::<Tz>().is_err() {
+            return Err(format!("unknown time zone {:?}", self.tz));
         }
         Ok(())
     }
@@ -783,5 +797,12 @@ mod tests {
             .position(|n| n == "hour=4")
             .unwrap();
         assert_eq!(b.row[hot], 1.0, "09:00 UTC is 04:00 in New York in January");
+        // The stored zone is recovered for validation; a model file with an
+        // unknown one is rejected.
+        assert_eq!(spec.tz(), tz);
+        assert_eq!(spec.check(), Ok(()));
+        let mut bad = spec.clone();
+        bad.tz = "Mars/Olympus_Mons".into();
+        assert!(bad.check().unwrap_err().contains("time zone"));
     }
 }

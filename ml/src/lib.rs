@@ -36,8 +36,12 @@
 //! * `rank` — [`Model::rank`] / [`Model::rank_query`]: score = P(pick) ×
 //!   P(show), best first, with short reasons; [`rank_earliest_first`].
 //! * [`eval`] — CSV loading and the offline evaluation ([`EvalReport`]):
-//!   time-based 80/20 split, lead-time-only baseline, earliest-first and
-//!   popularity rankings.
+//!   time-based 80/20 split ([`split_by_time`]), lead-time-only baseline,
+//!   earliest-first and popularity rankings. [`Model::validate`] scores a
+//!   trained model's P(show) on held-out rows the same way (a
+//!   [`Validation`]: ROC-AUC and Brier), and
+//!   [`Validation::is_no_worse_than`] tells whether a newly trained model may
+//!   replace the one in use.
 //! * [`metrics`] — ROC-AUC, Brier, hit@k, NDCG@k.
 //! * [`synthetic`] — a history generator with planted patterns.
 //!
@@ -95,7 +99,10 @@ mod rank;
 pub mod synthetic;
 
 pub use data::PastAppointment;
-pub use eval::{CsvData, EvalError, EvalReport, evaluate, evaluate_csv, read_csv, write_csv};
+pub use eval::{
+    CsvData, EvalError, EvalReport, Validation, evaluate, evaluate_csv, read_csv, split_by_time,
+    write_csv,
+};
 pub use features::FeatureSpec;
 pub use model::{
     AttendanceModel, MODEL_VERSION, Model, ModelError, PreferenceModel, PreferenceSource,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod booking;
 pub mod health;
+pub mod suggest;
 
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub settings: Settings,
     /// The change bus (for its health).
     pub bus: Arc<crate::live::bus::Bus>,
+    /// The suggestion model in use.
+    pub suggester: Arc<crate::suggest::Suggester>,
 }
 
 /// Handler access to the state.
@@ -166,6 +169,7 @@ pub fn require_admin(user: &AuthUser, clinic: ClinicId) -> Result<(), ApiError> 
         booking::create_appointment, booking::list_appointments, booking::get_appointment,
         booking::appointment_history, booking::reschedule, booking::cancel, booking::record_outcome,
         booking::create_hold, booking::confirm_hold, booking::release_hold, booking::doctor_day,
+        suggest::suggestions,
         admin::create_clinic, admin::list_clinics, admin::get_clinic, admin::update_clinic,
         admin::create_doctor, admin::update_doctor, admin::create_doctor_account,
         admin::create_visit_type, admin::list_rules, admin::create_rule, admin::delete_rule,
@@ -213,6 +217,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/doctors/{id}", web::put().to(admin::update_doctor))
                 .route("/doctors/{id}/slots", web::get().to(booking::doctor_slots))
                 .route("/doctors/{id}/day", web::get().to(booking::doctor_day))
+                .route(
+                    "/doctors/{id}/suggestions",
+                    web::get().to(suggest::suggestions),
+                )
                 .route(
                     "/doctors/{id}/visit-types",
                     web::get().to(booking::doctor_visit_types),

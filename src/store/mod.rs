@@ -392,6 +392,10 @@ pub trait Store: CalendarStore {
     /// An appointment's history, oldest first.
     async fn history(&self, id: AppointmentId) -> Result<Vec<HistoryEntry>, StoreError>;
 
+    /// The latest `limit` past visits with a known outcome (`completed` or
+    /// `no_show`), for training suggestions.
+    async fn past_outcomes(&self, limit: i64) -> Result<Vec<Appointment>, StoreError>;
+
     /// Bulk-loads past (inactive) appointments, e.g. imported history.
     async fn import_past_appointments(&self, list: &[Appointment]) -> Result<u64, StoreError>;
 

@@ -1226,6 +1226,21 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn past_outcomes(&self, limit: i64) -> Result<Vec<Appointment>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {APPT_COLS} FROM appointments WHERE status IN ('completed', 'no_show')
+                     ORDER BY created_at DESC LIMIT $1"
+                ),
+                &[&limit],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(appointment).collect()
+    }
+
     async fn import_past_appointments(&self, list: &[Appointment]) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;

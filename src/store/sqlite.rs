@@ -1651,6 +1651,20 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn past_outcomes(&self, limit: i64) -> Result<Vec<Appointment>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                appt_cols!(),
+                " FROM appointments WHERE status IN ('completed', 'no_show')
+                 ORDER BY created_at DESC LIMIT ?1"
+            ))?
+            .query_map([limit], appointment)?
+            .collect()
+        })
+        .await
+    }
+
     async fn patient_appointments(&self, patient: UserId) -> Result<Vec<Appointment>, StoreError> {
         self.read(move |conn| {
             conn.prepare_cached(concat!(

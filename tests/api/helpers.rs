@@ -116,6 +116,10 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     settings.database.pool_size = 8;
     settings.demo.seed_on_start = Some(false);
     settings.live.replay_buffer = opts.replay_buffer;
+    // Each app its own (absent) model file; no background retraining.
+    settings.ml.model_path =
+        std::env::temp_dir().join(format!("docspot_test_{}.model", Uuid::new_v4().simple()));
+    settings.ml.retrain_interval_secs = 0;
     if let Some((url, prefix)) = &opts.redis {
         settings.redis_url = url.clone();
         settings.live.channel_prefix = prefix.clone();

@@ -14,3 +14,4 @@ mod health;
 mod helpers;
 mod holds;
 mod live;
+mod suggestions;
