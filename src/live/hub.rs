@@ -115,6 +115,9 @@ struct TopicState {
     /// `provider:` topics: an alert fetch is running / another is wanted.
     fetching: bool,
     fetch_again: bool,
+    /// When the last watcher left (topics nobody watches are dropped after
+    /// a while, so replay buffers do not pile up).
+    unwatched_since: Option<std::time::Instant>,
 }
 
 /// The hub actor.
@@ -364,12 +367,20 @@ fn booking_code(e: &docspot_actors::BookingError) -> &'static str {
     crate::error::ApiError::from(e.clone()).code()
 }
 
+/// How long a topic nobody watches keeps its replay buffer for resumes.
+const UNWATCHED_TTL: Duration = Duration::from_secs(300);
+
 impl Actor for LiveHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Changes for every watcher of the node come through here.
         ctx.set_mailbox_capacity(1 << 16);
+        ctx.run_interval(Duration::from_secs(30), |hub, _| {
+            hub.topics.retain(|_, t| {
+                !t.subs.is_empty() || t.unwatched_since.is_none_or(|at| at.elapsed() < UNWATCHED_TTL)
+            });
+        });
     }
 }
 
@@ -395,6 +406,7 @@ impl Handler<Join> for LiveHub {
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
         let key = msg.key;
         let t = self.topics.entry(key).or_default();
+        t.unwatched_since = None;
         let resumable = match (&msg.resume, key) {
             // Provider alerts are stored: every resume works, on any node.
             (Some((seq, _)), Key::Provider(_)) => {
@@ -506,10 +518,13 @@ impl Handler<Leave> for LiveHub {
                 }
             }
         }
-        // Topics nobody watches keep their counters (for resumes) but drop
-        // their buffers once idle to stay small.
-        self.topics
-            .retain(|_, t| !t.subs.is_empty() || !t.buffer.is_empty());
+        // Topics nobody watches keep their counters and buffers for a while
+        // (for resumes); the periodic sweep drops them after UNWATCHED_TTL.
+        for t in self.topics.values_mut() {
+            if t.subs.is_empty() && t.unwatched_since.is_none() {
+                t.unwatched_since = Some(std::time::Instant::now());
+            }
+        }
     }
 }
 
