@@ -37,6 +37,17 @@ pub struct Settings {
     pub live: LiveSettings,
     /// Suggestions.
     pub ml: MlSettings,
+    /// Browser and abuse protections.
+    pub security: SecuritySettings,
+}
+
+/// `[security]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecuritySettings {
+    /// CORS allow-list.
+    pub cors_origins: Vec<String>,
+    /// Concurrent holds per patient.
+    pub max_holds_per_patient: usize,
 }
 
 /// `[ml]`

@@ -201,8 +201,11 @@ impl Application {
         let keys = web::Data::new(keys);
         let max_body = settings.http.max_body_bytes;
         let app_state = state.clone();
+        let cors_origins = settings.security.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(cors(&cors_origins))
+                .wrap(security_headers())
                 .wrap(TracingLogger::default())
                 .app_data(app_state.clone())
                 .app_data(keys.clone())
@@ -313,4 +316,35 @@ fn spawn_retraining(settings: &Settings, store: Arc<dyn Store>, suggester: Arc<S
             }
         }
     });
+}
+
+/// Headers on every response: no sniffing, no framing, no referrer, nothing
+/// cached (responses carry patient data), and a content security policy that
+/// allows nothing (the API serves no pages).
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add((
+            "Content-Security-Policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .add(("Cache-Control", "no-store"))
+}
+
+/// Cross-origin access only for the configured origins.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let mut c = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "DELETE"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::HeaderName::from_static("idempotency-key"),
+        ])
+        .max_age(3600);
+    for o in origins {
+        c = c.allowed_origin(o);
+    }
+    c
 }

@@ -378,7 +378,9 @@ impl Actor for LiveHub {
         ctx.set_mailbox_capacity(1 << 16);
         ctx.run_interval(Duration::from_secs(30), |hub, _| {
             hub.topics.retain(|_, t| {
-                !t.subs.is_empty() || t.unwatched_since.is_none_or(|at| at.elapsed() < UNWATCHED_TTL)
+                !t.subs.is_empty()
+                    || t.unwatched_since
+                        .is_none_or(|at| at.elapsed() < UNWATCHED_TTL)
             });
         });
     }

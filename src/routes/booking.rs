@@ -524,6 +524,26 @@ pub async fn create_hold(
         .as_deref()
         .map(VisitTypeId::parse)
         .transpose()?;
+    // No hoarding: a patient holds only a few slots at a time.
+    let cap = state.settings.security.max_holds_per_patient;
+    let now = chrono::Utc::now();
+    let holding = state
+        .store
+        .patient_appointments(user.id)
+        .await?
+        .iter()
+        .filter(|a| {
+            a.status == AppointmentStatus::Held && a.hold_expires_at.is_some_and(|t| t > now)
+        })
+        .count();
+    if holding >= cap {
+        return Err(ApiError::conflict(
+            "too_many_holds",
+            format!(
+                "you already hold {holding} slots; confirm or release one first (at most {cap})"
+            ),
+        ));
+    }
     let a = state
         .calendars
         .ask(

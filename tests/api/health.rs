@@ -61,3 +61,53 @@ async fn unknown_routes_and_bad_json_are_problems() {
         .unwrap();
     assert_eq!(expect(r, 413).await["code"], "body_too_large");
 }
+
+#[actix_web::test]
+async fn responses_carry_security_headers_and_cors_follows_the_allow_list() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/doctors"))
+        .send()
+        .await
+        .unwrap();
+    for (h, v) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+        (
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ] {
+        assert_eq!(
+            r.headers().get(h).map(|v| v.to_str().unwrap()),
+            Some(v),
+            "{h}"
+        );
+    }
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/appointments"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type, idempotency-key",
+            )
+            .send()
+    };
+    let ok = preflight("https://allowed.example").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://allowed.example"
+    );
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}

@@ -120,6 +120,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     settings.ml.model_path =
         std::env::temp_dir().join(format!("docspot_test_{}.model", Uuid::new_v4().simple()));
     settings.ml.retrain_interval_secs = 0;
+    settings.security.cors_origins = vec!["https://allowed.example".into()];
     if let Some((url, prefix)) = &opts.redis {
         settings.redis_url = url.clone();
         settings.live.channel_prefix = prefix.clone();

@@ -148,3 +148,26 @@ async fn holds_left_by_a_crashed_node_are_swept_at_start_up() {
     assert_eq!(status, "cancelled");
     assert_eq!(reason.as_deref(), Some("hold_expired"));
 }
+
+#[actix_web::test]
+async fn a_patient_cannot_hoard_holds() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, ann_t) = app.patient().await;
+    let mut ids = Vec::new();
+    for h in [9, 10, 11] {
+        let v = expect(app.hold(&ann_t, f.doctor.id, tomorrow_at(h, 0)).await, 201).await;
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let r = app.hold(&ann_t, f.doctor.id, tomorrow_at(12, 0)).await;
+    assert_eq!(expect(r, 409).await["code"], "too_many_holds");
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/holds/{}", ids[0])))
+        .bearer_auth(&ann_t)
+        .send()
+        .await
+        .unwrap();
+    expect(r, 200).await;
+    expect(app.hold(&ann_t, f.doctor.id, tomorrow_at(12, 0)).await, 201).await;
+}
