@@ -206,7 +206,7 @@ impl Application {
             App::new()
                 .wrap(cors(&cors_origins))
                 .wrap(security_headers())
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RedactedRootSpan>::new())
                 .app_data(app_state.clone())
                 .app_data(keys.clone())
                 .app_data(hub.clone())

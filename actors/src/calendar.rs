@@ -234,10 +234,12 @@ impl CalendarActor {
 
     /// Reads the doctor from the store and rebuilds the in-memory picture.
     ///
-    /// Runs under `ctx.wait`, so no message is handled until it is done, and
-    /// only when no write is queued or in flight, so no reservation is lost.
+    /// Runs under `ctx.wait`, so no message is handled until it is done,
+    /// and only when no batch is in flight (its outcome could otherwise land
+    /// on a picture that does not know its reservation); queued writes keep
+    /// their reservations, re-made after the rebuild.
     fn reload(&mut self, ctx: &mut Context<Self>) {
-        debug_assert!(!self.flushing && self.queue.is_empty());
+        debug_assert!(!self.flushing);
         self.refresh_wanted = false;
         self.last_refresh = Instant::now();
         let store = self.store.clone();
@@ -256,12 +258,26 @@ impl CalendarActor {
             Ok((Some(schedule), active)) => {
                 act.phase = Phase::Ready(Box::new(schedule));
                 act.rebuild(active, ctx);
+                act.reserve_queued();
                 if std::mem::take(&mut act.announce_schedule) {
                     act.announce(ChangeKind::ScheduleChanged, None);
                 }
                 for change in std::mem::take(&mut act.relay_after_reload) {
                     act.sink.relay(change);
                 }
+                act.flush(ctx);
+            }
+            Err(e) if matches!(act.phase, Phase::Ready(_)) => {
+                // Keep serving from the picture we have (the database still
+                // decides every write) and try again shortly.
+                tracing::warn!(doctor = %act.doctor, error = %e, "calendar reload failed; retrying");
+                for change in std::mem::take(&mut act.relay_after_reload) {
+                    act.sink.relay(change);
+                }
+                ctx.run_later(std::time::Duration::from_secs(1), |act, ctx| {
+                    act.request_refresh(ctx)
+                });
+                act.flush(ctx);
             }
             Err(e) => {
                 tracing::warn!(doctor = %act.doctor, error = %e, "calendar could not load");
@@ -294,8 +310,29 @@ impl CalendarActor {
         }
     }
 
+    /// Re-makes the reservations of writes still queued after a rebuild
+    /// cleared the picture.
+    fn reserve_queued(&mut self) {
+        for q in &self.queue {
+            match q.effect {
+                Effect::Insert { block } => {
+                    self.busy.insert(block, q.id);
+                    if let Some(a) = self.pending_new.get(&q.id)
+                        && let Some(key) = &a.idempotency_key
+                    {
+                        self.idempotency.insert((a.patient_id, key.clone()), q.id);
+                    }
+                }
+                Effect::Reschedule { new, .. } => self.busy.insert(new, q.id),
+                Effect::Status => {}
+            }
+        }
+    }
+
+    /// Reloads now, or right after the batch in flight (ahead of the next
+    /// one, so a steady stream of claims cannot postpone it forever).
     fn request_refresh(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || !self.queue.is_empty() {
+        if self.flushing {
             self.refresh_wanted = true;
         } else {
             self.reload(ctx);
@@ -311,8 +348,16 @@ impl CalendarActor {
         let Some(a) = self.entries.get(&id) else {
             return;
         };
-        if a.status != AppointmentStatus::Held || self.in_progress.contains_key(&id) {
-            return; // confirmed, cancelled, or a change is already on its way
+        if a.status != AppointmentStatus::Held {
+            return; // confirmed or cancelled meanwhile
+        }
+        if self.in_progress.contains_key(&id) {
+            // A change is on its way (a confirm, a move): look again once
+            // it has settled, so the hold cannot outlive its time.
+            ctx.run_later(std::time::Duration::from_secs(1), move |act, ctx| {
+                act.expire_hold(id, ctx)
+            });
+            return;
         }
         let op = WriteOp::SetStatus {
             id,
@@ -359,8 +404,8 @@ impl CalendarActor {
                 .map(move |res, act, ctx| {
                     act.settle(batch, res, ctx);
                     act.flushing = false;
-                    if act.refresh_wanted && act.queue.is_empty() {
-                        act.reload(ctx);
+                    if act.refresh_wanted {
+                        act.reload(ctx); // flushes the queue when done
                     } else {
                         act.flush(ctx);
                     }
@@ -429,7 +474,11 @@ impl CalendarActor {
             }
             Effect::Reschedule { old, .. } => self.busy.remove(old, q.id),
             Effect::Status => {
-                if !a.status.is_active() {
+                if a.status.is_active() {
+                    // Known here or not (written by another node a moment
+                    // ago), an active appointment occupies its block.
+                    self.busy.insert(a.block, q.id);
+                } else {
                     if let Some(prev) = self.entries.get(&q.id) {
                         self.busy.remove(prev.block, q.id);
                     }
@@ -846,6 +895,8 @@ pub struct Cancel {
     /// Apply the clinic's cut-off (patients yes, staff no). Releasing a
     /// hold is never subject to it.
     pub enforce_cutoff: bool,
+    /// Only release a hold: refuse if it has become a booking meanwhile.
+    pub holds_only: bool,
 }
 
 impl Handler<Cancel> for CalendarActor {
@@ -873,9 +924,20 @@ impl Handler<Cancel> for CalendarActor {
         {
             return answer(Err(BookingError::CutoffPassed));
         }
+        if msg.holds_only
+            && let Ok(Some(a)) = self.settled(msg.id)
+            && a.status != AppointmentStatus::Held
+        {
+            return answer(Err(BookingError::InvalidTransition(a.status)));
+        }
+        let from = if msg.holds_only {
+            vec![AppointmentStatus::Held]
+        } else {
+            vec![AppointmentStatus::Held, AppointmentStatus::Booked]
+        };
         let op = WriteOp::SetStatus {
             id: msg.id,
-            from: vec![AppointmentStatus::Held, AppointmentStatus::Booked],
+            from,
             to: AppointmentStatus::Cancelled,
             by: Some(msg.by),
             reason: msg.reason,
@@ -1121,19 +1183,20 @@ impl Handler<ApplyRemote> for CalendarActor {
             self.sink.relay(change);
             return;
         }
-        // Drop what this calendar knew of the appointment…
+        // Should the other node's appointment collide with a local
+        // reservation (both nodes accepted a claim; the database refuses
+        // one), reload from the arbiter rather than guess.
+        if a.status.is_active() && self.busy.conflict(a.block, Some(a.id)).is_some() {
+            self.relay_after_reload.push(change);
+            self.request_refresh(ctx);
+            return;
+        }
+        // Drop what this calendar knew of the appointment and take the other
+        // node's word for where it is now.
         if let Some(old) = self.entries.remove(&a.id) {
             self.busy.remove(old.block, a.id);
         }
-        // …and take the other node's word for where it is now. Should that
-        // collide with a local reservation (both nodes accepted a claim; the
-        // database will refuse one), reload from the arbiter instead.
         if a.status.is_active() {
-            if self.busy.conflict(a.block, Some(a.id)).is_some() {
-                self.relay_after_reload.push(change);
-                self.request_refresh(ctx);
-                return;
-            }
             self.busy.insert(a.block, a.id);
             self.entries.insert(
                 a.id,

@@ -59,6 +59,11 @@ impl CalendarDirectory {
             return addr.clone();
         }
         let arbiter = &self.arbiters[(doctor.0.as_u128() % self.arbiters.len() as u128) as usize];
+        // Stopped actors leave their address behind; sweep those now and
+        // then so the map stays as small as the set of live calendars.
+        if actors.len() >= 1024 && actors.len().is_power_of_two() {
+            actors.retain(|_, a| a.connected());
+        }
         let store = self.store.clone();
         let sink = self.sink.clone();
         let cfg = self.cfg.clone();

@@ -38,13 +38,19 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime, later: bool) -> DateTime<Utc> 
             // In a gap: read the wall time with the offset in force just
             // before the gap. Transitions are never 12 hours apart, so the
             // offset twelve hours earlier is the one before this gap.
-            let before = local - Duration::hours(12);
+            // Checked: a date at the edge of chrono's range must not panic.
+            let Some(before) = local.checked_sub_signed(Duration::hours(12)) else {
+                return local.and_utc();
+            };
             let offset = match tz.from_local_datetime(&before) {
                 LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => *t.offset(),
                 LocalResult::None => tz.offset_from_utc_datetime(&before),
             };
             let secs = chrono::Offset::fix(&offset).local_minus_utc();
-            (local - Duration::seconds(i64::from(secs))).and_utc()
+            local
+                .checked_sub_signed(Duration::seconds(i64::from(secs)))
+                .unwrap_or(local)
+                .and_utc()
         }
     }
 }

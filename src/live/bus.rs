@@ -75,11 +75,13 @@ impl BusHealth {
     }
 }
 
-/// What travels on Redis: the change and the node it came from.
+/// What travels on Redis: the change and the node it came from. A message
+/// without a change is a resync marker: the sender dropped changes while
+/// Redis was away, so receivers reload calendars and resnapshot watchers.
 #[derive(Debug, Serialize, Deserialize)]
 struct BusMessage {
     origin: String,
-    change: CalendarChange,
+    change: Option<CalendarChange>,
 }
 
 /// The node's change sink (see the module docs).
@@ -182,10 +184,27 @@ async fn publisher(
 ) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     let mut attempt = 0;
+    // Set when a change was dropped: the next successful publish is
+    // preceded by a resync marker so other nodes catch up.
+    let mut dropped = false;
     while let Some(change) = rx.recv().await {
+        if dropped
+            && let Some(c) = conn.as_mut()
+            && let Ok(marker) = rmp_serde::to_vec_named(&BusMessage {
+                origin: node.clone(),
+                change: None,
+            })
+        {
+            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(format!("{prefix}:doctor:resync"))
+                .arg(marker)
+                .query_async(c)
+                .await;
+            dropped = sent.is_err();
+        }
         let payload = match rmp_serde::to_vec_named(&BusMessage {
             origin: node.clone(),
-            change: change.clone(),
+            change: Some(change.clone()),
         }) {
             Ok(p) => p,
             Err(e) => {
@@ -204,6 +223,7 @@ async fn publisher(
                         // Do not hold changes forever: watchers on other
                         // nodes get a snapshot when the bus recovers.
                         if attempt > 3 {
+                            dropped = true;
                             break;
                         }
                         continue;
@@ -219,6 +239,7 @@ async fn publisher(
             match sent {
                 Ok(_) => {
                     attempt = 0;
+                    health.set_ok();
                     break;
                 }
                 Err(e) => {
@@ -277,10 +298,18 @@ async fn subscriber(
             if m.origin == node {
                 continue; // our own change, already delivered locally
             }
-            if !calendars.apply_remote(m.change.clone())
+            let Some(change) = m.change else {
+                // Another node lost changes while Redis was away.
+                calendars.refresh_all();
+                if let Some(hub) = bus.hub() {
+                    hub.do_send(ResyncAll);
+                }
+                continue;
+            };
+            if !calendars.apply_remote(change.clone())
                 && let Some(hub) = bus.hub()
             {
-                hub.do_send(Change(m.change));
+                hub.do_send(Change(change));
             }
         }
         health.set_degraded("Redis subscription lost".into());

@@ -69,10 +69,32 @@ impl Encoded {
     }
 }
 
-/// A frame for a session to write.
+/// An instruction for a session: write a frame, forget a topic the hub
+/// dropped, or close because it cannot keep up.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Arc<Encoded>);
+pub struct Deliver {
+    /// A frame to write.
+    pub frame: Option<Arc<Encoded>>,
+    /// The hub no longer sends this topic (its snapshot failed).
+    pub forget: Option<Key>,
+    /// Close the connection: it fell behind again and again.
+    pub close: bool,
+}
+
+impl Deliver {
+    fn frame(e: Arc<Encoded>) -> Self {
+        Deliver {
+            frame: Some(e),
+            forget: None,
+            close: false,
+        }
+    }
+}
+
+/// A connection that needed this many reset snapshots in a row without
+/// taking a single delta in between is closed (close code 4001).
+const MAX_RESETS: u32 = 3;
 
 /// What the hub keys topics by (`me` is per patient).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,14 +124,24 @@ impl Key {
 struct Sub {
     addr: Recipient<Deliver>,
     range: Option<TimeRange>,
+    /// Bumped for every snapshot started, so only the latest one counts.
+    generation: u64,
+    /// Reset snapshots since the last delta that went through.
+    resets: u32,
+    /// Deltas up to this seq are in the subscriber's snapshot already.
+    floor: u64,
     /// Deltas (with their seq) held back until this subscriber's snapshot
     /// is out.
     pending: Option<Vec<(u64, Arc<Encoded>)>>,
 }
 
-#[derive(Default)]
 struct TopicState {
+    /// Names this incarnation of the topic's numbering: a resume is only
+    /// honoured against the same epoch.
+    epoch: String,
     seq: u64,
+    /// `provider:` topics: `seq` has been set from the stored alerts.
+    ready: bool,
     buffer: VecDeque<(u64, Arc<Encoded>)>,
     subs: HashMap<SessionId, Sub>,
     /// `provider:` topics: an alert fetch is running / another is wanted.
@@ -123,6 +155,7 @@ struct TopicState {
 /// The hub actor.
 pub struct LiveHub {
     epoch: String,
+    incarnations: u64,
     calendars: Arc<CalendarDirectory>,
     store: Arc<dyn Store>,
     replay: usize,
@@ -139,6 +172,7 @@ impl LiveHub {
     ) -> Self {
         Self {
             epoch,
+            incarnations: 0,
             calendars,
             store,
             replay: replay.max(1),
@@ -169,12 +203,15 @@ impl LiveHub {
         let mut lagging = Vec::new();
         let mut gone = Vec::new();
         for (id, sub) in t.subs.iter_mut() {
+            if seq <= sub.floor {
+                continue; // already in this subscriber's snapshot
+            }
             if let Some(p) = &mut sub.pending {
                 p.push((seq, msg.clone()));
                 continue;
             }
-            match sub.addr.try_send(Deliver(msg.clone())) {
-                Ok(()) => {}
+            match sub.addr.try_send(Deliver::frame(msg.clone())) {
+                Ok(()) => sub.resets = 0,
                 Err(SendError::Full(_)) => lagging.push(*id),
                 Err(SendError::Closed(_)) => gone.push(*id),
             }
@@ -183,11 +220,24 @@ impl LiveHub {
             t.subs.remove(&id);
         }
         for id in lagging {
+            let Some(sub) = t.subs.get_mut(&id) else {
+                continue;
+            };
+            sub.resets += 1;
+            if sub.resets > MAX_RESETS {
+                // Snapshots do not help a socket that never drains: give up
+                // on it rather than queue without bound.
+                sub.addr.do_send(Deliver {
+                    frame: None,
+                    forget: None,
+                    close: true,
+                });
+                t.subs.remove(&id);
+                continue;
+            }
             // Hold its deltas back and resend the whole state once the
             // session has had a moment to drain.
-            if let Some(sub) = t.subs.get_mut(&id) {
-                sub.pending = Some(Vec::new());
-            }
+            sub.pending = Some(Vec::new());
             ctx.run_later(Duration::from_millis(200), move |hub, ctx| {
                 hub.snapshot(key, id, true, ctx);
             });
@@ -207,44 +257,84 @@ impl LiveHub {
         // Deltas from here on are held for this subscriber; anything older
         // is covered by the snapshot, which reflects the calendar as of now.
         sub.pending = Some(Vec::new());
+        sub.generation += 1;
+        let generation = sub.generation;
         let seq = t.seq;
-        let epoch = self.epoch.clone();
+        let epoch = t.epoch.clone();
         let fut = snapshot_data(self.calendars.clone(), self.store.clone(), key, range, seq);
-        ctx.spawn(fut.into_actor(self).map(move |res, hub, _ctx| {
-            let Some(t) = hub.topics.get_mut(&key) else {
-                return;
-            };
-            let Some(sub) = t.subs.get_mut(&session) else {
-                return;
-            };
-            let held = sub.pending.take().unwrap_or_default();
-            let msg = match res {
-                Ok((data, seq)) => ServerMsg::Snapshot {
-                    topic: key.wire(),
-                    seq,
-                    epoch,
-                    reset,
-                    data,
-                },
-                Err(e) => ServerMsg::error(&e.0, e.1, Some(&key.wire())),
-            };
-            let failed = matches!(msg, ServerMsg::Error { .. });
-            // `do_send`: the snapshot must not be dropped like a delta may.
-            sub.addr.do_send(Deliver(Encoded::new(&msg)));
-            if failed {
-                t.subs.remove(&session);
-                return;
-            }
-            let since = match &msg {
-                ServerMsg::Snapshot { seq, .. } => *seq,
-                _ => 0,
-            };
-            for (s, d) in held {
-                if s > since {
-                    sub.addr.do_send(Deliver(d));
+        ctx.spawn(fut.into_actor(self).map(move |res, hub, ctx| {
+            hub.finish_snapshot(key, session, generation, epoch, reset, res, ctx);
+        }));
+    }
+
+    /// Sends a finished snapshot (unless a newer one for the same
+    /// subscriber superseded it), then the deltas held back meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_snapshot(
+        &mut self,
+        key: Key,
+        session: SessionId,
+        generation: u64,
+        epoch: String,
+        reset: bool,
+        res: Result<(SnapshotData, u64), SnapError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(t) = self.topics.get_mut(&key) else {
+            return;
+        };
+        if let Ok((_, newest)) = &res
+            && matches!(key, Key::Provider(_))
+            && !t.ready
+        {
+            // Alert ids are the topic's numbering: live fetching starts
+            // after the newest alert the first snapshot knew of.
+            t.seq = t.seq.max(*newest);
+            t.ready = true;
+        }
+        let Some(sub) = t.subs.get_mut(&session) else {
+            return;
+        };
+        if sub.generation != generation {
+            return; // a newer snapshot for this subscriber is on its way
+        }
+        let held = sub.pending.take().unwrap_or_default();
+        match res {
+            Ok((data, since)) => {
+                sub.floor = since;
+                // `do_send`: a snapshot must not be dropped like a delta may.
+                sub.addr
+                    .do_send(Deliver::frame(Encoded::new(&ServerMsg::Snapshot {
+                        topic: key.wire(),
+                        seq: since,
+                        epoch,
+                        reset,
+                        data,
+                    })));
+                for (s, d) in held {
+                    if s > since {
+                        sub.addr.do_send(Deliver::frame(d));
+                    }
                 }
             }
-        }));
+            Err(e) => {
+                sub.addr.do_send(Deliver {
+                    frame: Some(Encoded::new(&ServerMsg::error(
+                        &e.0,
+                        e.1,
+                        Some(&key.wire()),
+                    ))),
+                    forget: Some(key),
+                    close: false,
+                });
+                t.subs.remove(&session);
+            }
+        }
+        if let Key::Provider(d) = key
+            && self.topics.get(&key).is_some_and(|t| t.fetch_again)
+        {
+            self.provider_fetch(d, ctx);
+        }
     }
 
     fn provider_fetch(&mut self, doctor: DoctorId, ctx: &mut Context<Self>) {
@@ -252,17 +342,25 @@ impl LiveHub {
         let Some(t) = self.topics.get_mut(&key) else {
             return;
         };
-        if t.fetching {
+        if t.fetching || !t.ready {
+            // Runs once the fetch in flight (or the first snapshot, which
+            // sets where numbering starts) is done.
             t.fetch_again = true;
             return;
         }
         t.fetching = true;
+        t.fetch_again = false;
         let after = t.seq as i64;
         let store = self.store.clone();
         let fut = async move { store.provider_alerts_after(doctor, after, 500).await };
         ctx.spawn(fut.into_actor(self).map(move |res, hub, ctx| {
             match res {
                 Ok(alerts) => {
+                    if alerts.len() >= 500
+                        && let Some(t) = hub.topics.get_mut(&key)
+                    {
+                        t.fetch_again = true; // more behind this page
+                    }
                     for a in alerts {
                         let seq = a.id as u64;
                         hub.emit(key, DeltaData::Alert { alert: a }, Some(seq), ctx);
@@ -336,17 +434,8 @@ async fn snapshot_data(
             Ok((SnapshotData::Board { doctors: lines }, seq))
         }
         Key::Provider(d) => {
-            // Alert ids are global and stored: resume from any node.
-            let after = if seq > 0 { seq as i64 } else { 0 };
-            let mut alerts = store
-                .provider_alerts_after(d, after, 500)
-                .await
-                .map_err(|e| fail("store_unavailable", &e))?;
-            if seq == 0 && alerts.len() > 50 {
-                alerts.drain(..alerts.len() - 50);
-            }
-            let last = alerts.last().map_or(seq, |a| a.id as u64);
-            Ok((SnapshotData::Alerts { alerts }, last))
+            let _ = seq;
+            provider_snapshot(store.as_ref(), d, None).await
         }
         Key::Me(u) => {
             let list = store
@@ -361,6 +450,46 @@ async fn snapshot_data(
             ))
         }
     }
+}
+
+/// A `provider:` snapshot: the alerts after `resume` (else the latest 50),
+/// and the id it is complete up to. That id is read first and nothing newer
+/// is included, so live fetching from it neither misses nor repeats one.
+async fn provider_snapshot(
+    store: &dyn Store,
+    doctor: DoctorId,
+    resume: Option<u64>,
+) -> Result<(SnapshotData, u64), SnapError> {
+    let fail =
+        |e: docspot_actors::store::StoreError| SnapError("store_unavailable".into(), e.to_string());
+    let newest = store
+        .latest_provider_alerts(doctor, 1)
+        .await
+        .map_err(fail)?
+        .last()
+        .map_or(0, |a| a.id);
+    let mut alerts = match resume {
+        None => store
+            .latest_provider_alerts(doctor, 50)
+            .await
+            .map_err(fail)?,
+        Some(seq) => {
+            let mut all = Vec::new();
+            let mut after = i64::try_from(seq).unwrap_or(i64::MAX);
+            while after < newest && all.len() < 10_000 {
+                let page = store
+                    .provider_alerts_after(doctor, after, 500)
+                    .await
+                    .map_err(fail)?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                all.extend(page);
+            }
+            all
+        }
+    };
+    alerts.retain(|a| a.id <= newest);
+    Ok((SnapshotData::Alerts { alerts }, newest as u64))
 }
 
 fn booking_code(e: &docspot_actors::BookingError) -> &'static str {
@@ -407,15 +536,27 @@ impl Handler<Join> for LiveHub {
 
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
         let key = msg.key;
-        let t = self.topics.entry(key).or_default();
+        let (node, incarnations) = (&self.epoch, &mut self.incarnations);
+        let t = self.topics.entry(key).or_insert_with(|| {
+            *incarnations += 1;
+            TopicState {
+                epoch: format!("{node}-{incarnations}"),
+                seq: 0,
+                ready: false,
+                buffer: VecDeque::new(),
+                subs: HashMap::new(),
+                fetching: false,
+                fetch_again: false,
+                unwatched_since: None,
+            }
+        });
         t.unwatched_since = None;
         let resumable = match (&msg.resume, key) {
-            // Provider alerts are stored: every resume works, on any node.
-            (Some((seq, _)), Key::Provider(_)) => {
-                t.seq = t.seq.max(*seq);
-                false
-            }
-            (Some((seq, epoch)), _) if epoch.as_deref() == Some(self.epoch.as_str()) => {
+            // Provider alerts are stored: handled by `snapshot_from`.
+            (_, Key::Provider(_)) => false,
+            (Some((seq, epoch)), _)
+                if epoch.as_deref() == Some(t.epoch.as_str()) && *seq <= t.seq =>
+            {
                 *seq == t.seq || t.buffer.front().is_some_and(|(first, _)| *first <= seq + 1)
             }
             _ => false,
@@ -423,13 +564,16 @@ impl Handler<Join> for LiveHub {
         let sub = Sub {
             addr: msg.addr,
             range: msg.range,
+            generation: 0,
+            resets: 0,
+            floor: 0,
             pending: None,
         };
         if resumable && let Some((seq, _)) = msg.resume {
             // Exactly the missed deltas, in order, then live ones.
             for (s, d) in &t.buffer {
                 if *s > seq {
-                    sub.addr.do_send(Deliver(d.clone()));
+                    sub.addr.do_send(Deliver::frame(d.clone()));
                 }
             }
             t.subs.insert(msg.session, sub);
@@ -448,8 +592,9 @@ impl Handler<Join> for LiveHub {
 }
 
 impl LiveHub {
+    /// A `provider:` resume: every stored alert after `seq`, from any node.
     fn snapshot_from(&mut self, key: Key, session: SessionId, seq: u64, ctx: &mut Context<Self>) {
-        let epoch = self.epoch.clone();
+        let Key::Provider(doctor) = key else { return };
         let Some(t) = self.topics.get_mut(&key) else {
             return;
         };
@@ -457,39 +602,13 @@ impl LiveHub {
             return;
         };
         sub.pending = Some(Vec::new());
-        let fut = snapshot_data(self.calendars.clone(), self.store.clone(), key, None, seq);
-        ctx.spawn(fut.into_actor(self).map(move |res, hub, _| {
-            let Some(t) = hub.topics.get_mut(&key) else {
-                return;
-            };
-            let Some(sub) = t.subs.get_mut(&session) else {
-                return;
-            };
-            let held = sub.pending.take().unwrap_or_default();
-            match res {
-                Ok((data, last)) => {
-                    sub.addr.do_send(Deliver(Encoded::new(&ServerMsg::Snapshot {
-                        topic: key.wire(),
-                        seq: last,
-                        epoch,
-                        reset: false,
-                        data,
-                    })));
-                    for (s, d) in held {
-                        if s > last {
-                            sub.addr.do_send(Deliver(d));
-                        }
-                    }
-                }
-                Err(e) => {
-                    sub.addr.do_send(Deliver(Encoded::new(&ServerMsg::error(
-                        &e.0,
-                        e.1,
-                        Some(&key.wire()),
-                    ))));
-                    t.subs.remove(&session);
-                }
-            }
+        sub.generation += 1;
+        let generation = sub.generation;
+        let epoch = t.epoch.clone();
+        let store = self.store.clone();
+        let fut = async move { provider_snapshot(store.as_ref(), doctor, Some(seq)).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, hub, ctx| {
+            hub.finish_snapshot(key, session, generation, epoch, false, res, ctx);
         }));
     }
 }

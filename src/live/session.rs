@@ -38,6 +38,8 @@ use crate::{
 pub const CLOSE_POLICY: u16 = 1008;
 /// Close code: no pong within the idle timeout.
 pub const CLOSE_IDLE: u16 = 4000;
+/// Close code: the connection kept falling behind even after snapshots.
+pub const CLOSE_TOO_SLOW: u16 = 4001;
 
 /// Limits of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +92,14 @@ impl WsSession {
     fn handle_client(&mut self, msg: ClientMsg, ctx: &mut ws::WebsocketContext<Self>) {
         match msg {
             ClientMsg::Auth { token } => match self.keys.verify(&token) {
+                // Private subscriptions belong to who opened them: no
+                // switching users on one connection (a shared kiosk).
+                Ok(c) if self.user.as_ref().is_some_and(|u| u.id != c.sub) => self.error(
+                    ctx,
+                    "already_authenticated",
+                    "this connection belongs to another user; open a new one",
+                    None,
+                ),
                 Ok(c) => {
                     let user = AuthUser {
                         id: c.sub,
@@ -294,7 +304,19 @@ impl Handler<Deliver> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        write(ctx, msg.0.frame(self.encoding));
+        if let Some(f) = &msg.frame {
+            write(ctx, f.frame(self.encoding));
+        }
+        if let Some(k) = msg.forget {
+            self.topics.remove(&k);
+        }
+        if msg.close {
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Other(CLOSE_TOO_SLOW),
+                description: Some("connection cannot keep up".into()),
+            }));
+            ctx.stop();
+        }
     }
 }
 

@@ -441,6 +441,7 @@ pub async fn cancel(
                 by: user.id,
                 reason,
                 enforce_cutoff: user.role == Role::Patient,
+                holds_only: false,
             },
         )
         .await?;
@@ -606,6 +607,7 @@ pub async fn release_hold(
                 by: user.id,
                 reason: Some("hold_released".into()),
                 enforce_cutoff: false,
+                holds_only: true,
             },
         )
         .await?;
@@ -637,6 +639,12 @@ pub async fn doctor_day(
         })?,
         None => chrono::Utc::now().with_timezone(&tz).date_naive(),
     };
+    if !(1900..=9999).contains(&chrono::Datelike::year(&date)) {
+        return Err(ApiError::unprocessable(
+            "invalid_date",
+            "date must be between 1900 and 9999",
+        ));
+    }
     let midnight = |d: NaiveDate| {
         let local = d.and_hms_opt(0, 0, 0).unwrap_or_default();
         docspot_actors::slots::local_to_utc(tz, local, false)

@@ -405,6 +405,13 @@ pub trait Store: CalendarStore {
     /// The doctor's provider alerts with an id greater than `after_id`
     /// (0 for all), oldest first, at most `limit` of them (none if `limit`
     /// is not positive). A doctor reconnecting passes the last id they saw.
+    /// The doctor's latest `limit` alerts, oldest first.
+    async fn latest_provider_alerts(
+        &self,
+        doctor: DoctorId,
+        limit: i64,
+    ) -> Result<Vec<ProviderAlert>, StoreError>;
+
     async fn provider_alerts_after(
         &self,
         doctor: DoctorId,

@@ -592,6 +592,15 @@ async fn apply_all(
     ops: &[WriteOp],
 ) -> Result<Vec<Outcome>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    // Lock the doctor first, always: every batch for one doctor (from any
+    // node) then takes its locks in the same order, so two nodes' batches
+    // wait for each other instead of deadlocking on each other's rows, and
+    // alert ids commit in id order per doctor.
+    tx.execute(
+        "SELECT 1 FROM doctors WHERE id = $1 FOR NO KEY UPDATE",
+        &[&doctor.0],
+    )
+    .await?;
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         out.push(apply(&tx, doctor, op).await?);
@@ -721,14 +730,22 @@ impl CalendarStore for PgStore {
                 // still go through.
                 tracing::warn!(error = %e, n = ops.len(), "batch failed; retrying writes one by one");
                 let mut out = Vec::with_capacity(ops.len());
+                let mut closed = false;
                 for op in &ops {
+                    if closed {
+                        // Keep what already committed; the rest is unknown.
+                        out.push(Err(OpError::Other("connection lost".into())));
+                        continue;
+                    }
                     out.push(
                         match apply_all(&mut client, doctor, std::slice::from_ref(op)).await {
                             Ok(mut v) => {
                                 v.pop().unwrap_or(Err(OpError::Other("no outcome".into())))
                             }
-                            Err(e) if e.is_closed() => return Err(unavailable(e)),
-                            Err(e) => Err(OpError::Other(e.to_string())),
+                            Err(e) => {
+                                closed = e.is_closed();
+                                Err(OpError::Other(e.to_string()))
+                            }
                         },
                     );
                 }
@@ -1307,6 +1324,29 @@ impl Store for PgStore {
             )
             .await
             .map_err(unavailable)
+    }
+
+    async fn latest_provider_alerts(
+        &self,
+        doctor: DoctorId,
+        limit: i64,
+    ) -> Result<Vec<ProviderAlert>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
+                    previous_start, status
+                 FROM provider_alerts WHERE doctor_id = $1 ORDER BY id DESC LIMIT $2",
+                &[&doctor.0, &limit.max(0)],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut v = rows
+            .iter()
+            .map(provider_alert)
+            .collect::<Result<Vec<_>, _>>()?;
+        v.reverse();
+        Ok(v)
     }
 
     async fn provider_alerts_after(

@@ -1722,6 +1722,27 @@ impl Store for SqliteStore {
         self.write(|conn| sweep(conn).map_err(unavailable)).await
     }
 
+    async fn latest_provider_alerts(
+        &self,
+        doctor: DoctorId,
+        limit: i64,
+    ) -> Result<Vec<ProviderAlert>, StoreError> {
+        let limit = limit.max(0);
+        let mut v: Vec<ProviderAlert> = self
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
+                        previous_start, status
+                     FROM provider_alerts WHERE doctor_id = ?1 ORDER BY id DESC LIMIT ?2",
+                )?
+                .query_map(params![uid(doctor.0), limit], provider_alert)?
+                .collect()
+            })
+            .await?;
+        v.reverse();
+        Ok(v)
+    }
+
     async fn provider_alerts_after(
         &self,
         doctor: DoctorId,

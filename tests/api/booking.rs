@@ -399,6 +399,15 @@ async fn each_role_sees_and_changes_only_what_it_may() {
         expect(app.get(&ann_t, &day_path).await, 403).await["code"],
         "forbidden"
     );
+    for bad in ["-262143-01-01", "0001-01-01", "2026-13-01"] {
+        let r = app
+            .get(
+                &doc_t,
+                &format!("/api/v1/doctors/{}/day?date={bad}", f.doctor.id),
+            )
+            .await;
+        assert_eq!(expect(r, 422).await["code"], "invalid_date", "{bad}");
+    }
     let cal = expect(app.get(&other_doc_t, "/api/v1/appointments").await, 200).await;
     assert_eq!(cal["appointments"], json!([]));
 

@@ -521,3 +521,79 @@ async fn watchers_recover_the_true_state_after_redis_restarts() {
     let ready = expect(b.client.get(b.url("/readyz")).send().await.unwrap(), 200).await;
     assert_eq!(ready["checks"]["cross_node_push"], "ok");
 }
+
+#[actix_web::test]
+async fn provider_numbering_starts_after_existing_alerts_for_every_watcher() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, ann) = app.patient().await;
+    let (_, doc) = app.user(Role::Doctor, Some(&f.doctor), None).await;
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    // History before anyone watches.
+    for h in [9, 10, 11] {
+        expect(
+            app.book(&ann, f.doctor.id, tomorrow_at(h, 0), None).await,
+            201,
+        )
+        .await;
+    }
+    let topic = format!("provider:{}", f.doctor.id);
+    let mut d1 = app.ws_connect(Some(&doc), false).await;
+    let s1 = d1
+        .subscribe(json!({"type": "subscribe", "topic": topic}))
+        .await;
+    assert_eq!(
+        s1["data"]["alerts"].as_array().unwrap().len(),
+        3,
+        "the latest alerts"
+    );
+    // A second watcher (an admin) also gets them, not an empty list.
+    let mut d2 = app.ws_connect(Some(&admin), false).await;
+    let s2 = d2
+        .subscribe(json!({"type": "subscribe", "topic": topic}))
+        .await;
+    assert_eq!(s2["data"]["alerts"], s1["data"]["alerts"]);
+    // One new booking: exactly one new alert each, not the history again.
+    expect(
+        app.book(&ann, f.doctor.id, tomorrow_at(12, 0), None).await,
+        201,
+    )
+    .await;
+    for ws in [&mut d1, &mut d2] {
+        let d = ws.recv().await;
+        assert_eq!(d["data"]["alert"]["kind"], "booked");
+        assert!(d["seq"].as_u64().unwrap() > s1["seq"].as_u64().unwrap());
+        assert!(ws.recv_within(1).await.is_none(), "nothing else");
+    }
+    // A bogus huge resume from one client does not silence the others.
+    let mut d3 = app.ws_connect(Some(&doc), false).await;
+    d3.subscribe(
+        json!({"type": "subscribe", "topic": topic, "resume_seq": 9_000_000_000_000_000_000u64}),
+    )
+    .await;
+    expect(
+        app.book(&ann, f.doctor.id, tomorrow_at(13, 0), None).await,
+        201,
+    )
+    .await;
+    assert_eq!(d1.recv().await["data"]["alert"]["kind"], "booked");
+}
+
+#[actix_web::test]
+async fn a_connection_cannot_switch_users_and_failed_subscriptions_can_be_retried() {
+    let app = spawn_app().await;
+    let (_, ann) = app.patient().await;
+    let (_, bob) = app.patient().await;
+    let mut ws = app.ws_connect(Some(&ann), false).await;
+    ws.send(json!({"type": "auth", "token": bob})).await;
+    assert_eq!(ws.recv().await["code"], "already_authenticated");
+    // Same user again is fine (a refreshed token).
+    ws.send(json!({"type": "auth", "token": ann})).await;
+    assert_eq!(ws.recv().await["type"], "authenticated");
+    let unknown = format!("doctor:{}", uuid::Uuid::new_v4());
+    for _ in 0..2 {
+        ws.send(json!({"type": "subscribe", "topic": unknown}))
+            .await;
+        assert_eq!(ws.recv().await["code"], "doctor_not_found");
+    }
+}
