@@ -162,13 +162,15 @@ pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpRespons
             let Some(token) = form.refresh_token else {
                 return Ok(oauth_error("invalid_request", "refresh_token is required"));
             };
-            match state
+            let (next, next_digest) = new_refresh_token();
+            let next_expires = Utc::now() + Duration::seconds(state.keys.refresh_ttl);
+            let outcome = state
                 .store
-                .use_refresh_token(&refresh_digest(&token))
-                .await?
-            {
-                RefreshOutcome::Rotated { user, family } => {
-                    return issue(&state, user, family).await;
+                .use_refresh_token(&refresh_digest(&token), &next_digest, next_expires)
+                .await?;
+            match outcome {
+                RefreshOutcome::Rotated { user, .. } => {
+                    return token_response(&state, &user, next);
                 }
                 RefreshOutcome::Reused => {
                     tracing::warn!("refresh token replayed; its family was revoked");
@@ -193,14 +195,23 @@ pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpRespons
     issue(&state, user, Uuid::now_v7()).await
 }
 
+/// A new login: a fresh refresh-token family.
 async fn issue(state: &State, user: UserRecord, family: Uuid) -> Result<HttpResponse, ApiError> {
-    let access_token = state.keys.issue(&user)?;
     let (refresh_token, digest) = new_refresh_token();
     let expires = Utc::now() + Duration::seconds(state.keys.refresh_ttl);
     state
         .store
         .insert_refresh_token(user.id, &digest, family, expires)
         .await?;
+    token_response(state, &user, refresh_token)
+}
+
+fn token_response(
+    state: &State,
+    user: &UserRecord,
+    refresh_token: String,
+) -> Result<HttpResponse, ApiError> {
+    let access_token = state.keys.issue(user)?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(TokenOut {

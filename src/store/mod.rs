@@ -313,8 +313,15 @@ pub trait Store: CalendarStore {
         family: Uuid,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
-    /// Uses a refresh token: rotates, refuses, or detects reuse.
-    async fn use_refresh_token(&self, digest: &[u8]) -> Result<RefreshOutcome, StoreError>;
+    /// Uses a refresh token: rotates (storing `next` in the same family, in
+    /// the same transaction, so a replay that revokes the family cannot miss
+    /// it), refuses, or detects reuse.
+    async fn use_refresh_token(
+        &self,
+        digest: &[u8],
+        next: &[u8],
+        next_expires: DateTime<Utc>,
+    ) -> Result<RefreshOutcome, StoreError>;
 
     /// Creates a clinic.
     async fn create_clinic(&self, fields: ClinicFields) -> Result<Clinic, DbError>;

@@ -824,7 +824,12 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn use_refresh_token(&self, digest: &[u8]) -> Result<RefreshOutcome, StoreError> {
+    async fn use_refresh_token(
+        &self,
+        digest: &[u8],
+        next: &[u8],
+        next_expires: DateTime<Utc>,
+    ) -> Result<RefreshOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let row = tx
@@ -871,6 +876,19 @@ impl Store for PgStore {
             )
             .await
             .map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO refresh_tokens (id, user_id, token_hash, family_id, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &Uuid::now_v7(),
+                &user_row.get::<_, Uuid>("id"),
+                &next,
+                &family,
+                &next_expires,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(RefreshOutcome::Rotated {
             user: user(&user_row)?,

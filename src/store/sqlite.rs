@@ -1304,10 +1304,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn use_refresh_token(&self, digest: &[u8]) -> Result<RefreshOutcome, StoreError> {
-        let digest = digest.to_vec();
-        self.write(move |conn| use_refresh_token(conn, &digest).map_err(unavailable))
-            .await
+    async fn use_refresh_token(
+        &self,
+        digest: &[u8],
+        next: &[u8],
+        next_expires: DateTime<Utc>,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let (digest, next) = (digest.to_vec(), next.to_vec());
+        self.write(move |conn| {
+            use_refresh_token(conn, &digest, &next, next_expires).map_err(unavailable)
+        })
+        .await
     }
 
     async fn create_clinic(&self, f: ClinicFields) -> Result<Clinic, DbError> {
@@ -1773,7 +1780,12 @@ fn sweep(conn: &mut Connection) -> rusqlite::Result<u64> {
 }
 
 /// Rotation with reuse detection, exactly as the PostgreSQL store does it.
-fn use_refresh_token(conn: &mut Connection, digest: &[u8]) -> rusqlite::Result<RefreshOutcome> {
+fn use_refresh_token(
+    conn: &mut Connection,
+    digest: &[u8],
+    next: &[u8],
+    next_expires: DateTime<Utc>,
+) -> rusqlite::Result<RefreshOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_us();
     let token = tx
@@ -1813,6 +1825,18 @@ fn use_refresh_token(conn: &mut Connection, digest: &[u8]) -> rusqlite::Result<R
         params![uid(token_id), now],
     )?;
     let user = user_by_id(&tx, user_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    tx.execute(
+        "INSERT INTO refresh_tokens (id, user_id, token_hash, family_id, expires_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            uid(Uuid::now_v7()),
+            uid(user_id),
+            next,
+            uid(family),
+            us(next_expires),
+            now
+        ],
+    )?;
     tx.commit()?;
     Ok(RefreshOutcome::Rotated { user, family })
 }
@@ -1864,6 +1888,11 @@ fn import(conn: &mut Connection, list: &[Appointment]) -> rusqlite::Result<u64> 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    /// A fresh digest for the token a rotation stores.
+    fn next_digest() -> Vec<u8> {
+        uuid::Uuid::new_v4().as_bytes().to_vec()
+    }
+
     use std::path::PathBuf;
 
     use super::*;
@@ -2359,7 +2388,16 @@ mod tests {
             .await
             .unwrap();
 
-        match f.store.use_refresh_token(b"first").await.unwrap() {
+        match f
+            .store
+            .use_refresh_token(
+                b"first",
+                &next_digest(),
+                Utc::now() + chrono::Duration::days(1),
+            )
+            .await
+            .unwrap()
+        {
             RefreshOutcome::Rotated { user, family: fam } => {
                 assert_eq!(user.id, f.patient);
                 assert_eq!(user.email, "pat@example.org");
@@ -2374,15 +2412,36 @@ mod tests {
 
         // Replaying the used token revokes the family, the fresh token too.
         assert!(matches!(
-            f.store.use_refresh_token(b"first").await.unwrap(),
+            f.store
+                .use_refresh_token(
+                    b"first",
+                    &next_digest(),
+                    Utc::now() + chrono::Duration::days(1)
+                )
+                .await
+                .unwrap(),
             RefreshOutcome::Reused
         ));
         assert!(matches!(
-            f.store.use_refresh_token(b"second").await.unwrap(),
+            f.store
+                .use_refresh_token(
+                    b"second",
+                    &next_digest(),
+                    Utc::now() + chrono::Duration::days(1)
+                )
+                .await
+                .unwrap(),
             RefreshOutcome::Invalid
         ));
         assert!(matches!(
-            f.store.use_refresh_token(b"unknown").await.unwrap(),
+            f.store
+                .use_refresh_token(
+                    b"unknown",
+                    &next_digest(),
+                    Utc::now() + chrono::Duration::days(1)
+                )
+                .await
+                .unwrap(),
             RefreshOutcome::Invalid
         ));
 
@@ -2397,11 +2456,25 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            f.store.use_refresh_token(b"stale").await.unwrap(),
+            f.store
+                .use_refresh_token(
+                    b"stale",
+                    &next_digest(),
+                    Utc::now() + chrono::Duration::days(1)
+                )
+                .await
+                .unwrap(),
             RefreshOutcome::Invalid
         ));
         assert!(matches!(
-            f.store.use_refresh_token(b"third").await.unwrap(),
+            f.store
+                .use_refresh_token(
+                    b"third",
+                    &next_digest(),
+                    Utc::now() + chrono::Duration::days(1)
+                )
+                .await
+                .unwrap(),
             RefreshOutcome::Rotated { .. }
         ));
     }
