@@ -597,3 +597,49 @@ async fn a_connection_cannot_switch_users_and_failed_subscriptions_can_be_retrie
         assert_eq!(ws.recv().await["code"], "doctor_not_found");
     }
 }
+
+#[actix_web::test]
+async fn wall_displays_and_schedule_changes_update_live() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, ann) = app.patient().await;
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    let mut board = app.ws_connect(None, false).await;
+    let snap = board
+        .subscribe(json!({"type": "subscribe", "topic": format!("clinic:{}", f.clinic)}))
+        .await;
+    let lines = snap["data"]["doctors"].as_array().unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["name"], "Dr. Test");
+    assert!(lines[0]["next_free"]["start"].is_string());
+    let next_free = starts(&lines[0]["next_free"]["start"]);
+
+    // Booking the next free slot moves the board's "next free" on.
+    expect(app.book(&ann, f.doctor.id, next_free, None).await, 201).await;
+    let d = board.recv().await;
+    assert_eq!(d["type"], "delta");
+    assert_eq!(
+        d["seq"].as_u64().unwrap(),
+        snap["seq"].as_u64().unwrap() + 1
+    );
+    assert!(
+        starts(&d["data"]["doctor"]["next_free"]["start"]) > next_free,
+        "{d}"
+    );
+
+    // Time off announced to availability watchers as a schedule change.
+    let mut patient_view = app.ws_connect(None, false).await;
+    patient_view
+        .subscribe(json!({"type": "subscribe", "topic": format!("doctor:{}", f.doctor.id)}))
+        .await;
+    let r = app
+        .post(
+            &admin,
+            &format!("/api/v1/doctors/{}/exceptions", f.doctor.id),
+            json!({"kind": "time_off", "start": tomorrow_at(12, 0), "end": tomorrow_at(14, 0)}),
+        )
+        .await;
+    expect(r, 201).await;
+    let d = patient_view.recv().await;
+    assert_eq!(d["data"]["kind"], "schedule_changed");
+}
