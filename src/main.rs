@@ -57,6 +57,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum MlCommand {
+    /// Export DocSpot's own past visits (with the alternatives the patient
+    /// was shown) as a CSV that `docspot ml evaluate` reads.
+    Export {
+        /// Where to write.
+        #[arg(long)]
+        csv: std::path::PathBuf,
+    },
     /// Evaluate on a CSV of past appointments (columns: patient_id,
     /// booked_at, slot_start, attended; optional doctor_id, visit_type, age,
     /// sex and any patient feature columns): time split 80/20, ROC-AUC and
@@ -128,6 +135,22 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 println!("kept the model in use: the new one validated worse");
             }
+        }
+        Command::Ml {
+            command: MlCommand::Export { csv },
+        } => {
+            let store = open_store(&settings, true).await?;
+            let rows: Vec<_> = store
+                .past_outcomes(settings.ml.max_training_rows)
+                .await?
+                .iter()
+                .filter(|v| docspot::suggest::has_outcome(&v.appointment))
+                .map(docspot::suggest::past_visit)
+                .collect();
+            let file = std::fs::File::create(&csv)
+                .with_context(|| format!("creating {}", csv.display()))?;
+            docspot_ml::write_csv(&rows, std::io::BufWriter::new(file))?;
+            println!("wrote {} past visits to {}", rows.len(), csv.display());
         }
         Command::Ml {
             command: MlCommand::Evaluate { csv, json, tz },

@@ -19,7 +19,7 @@ use chrono_tz::Tz;
 use docspot_actors::domain::{Appointment, AppointmentStatus};
 use docspot_ml::{Model, PastAppointment, TrainOptions, Validation, split_by_time};
 
-use crate::store::Store;
+use crate::store::{PastVisit, Store};
 
 /// Why training did not produce a model.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,15 @@ pub enum TrainError {
     /// The training thread died.
     #[error("training was interrupted: {0}")]
     Join(String),
+}
+
+/// A past visit as the learner sees it, with the alternatives it was booked
+/// from (when the suggestions endpoint showed some).
+pub fn past_visit(v: &PastVisit) -> PastAppointment {
+    PastAppointment {
+        offered: v.offered.clone(),
+        ..past_appointment(&v.appointment)
+    }
 }
 
 /// A past visit as the learner sees it.
@@ -167,8 +176,8 @@ pub async fn train(
         .past_outcomes(max_rows)
         .await?
         .iter()
-        .filter(|a| has_outcome(a))
-        .map(past_appointment)
+        .filter(|v| has_outcome(&v.appointment))
+        .map(past_visit)
         .collect();
     if rows.len() < min_rows.max(20) {
         return Err(TrainError::TooFewRows {

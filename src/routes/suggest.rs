@@ -149,7 +149,7 @@ pub async fn suggestions(
             rank_earliest_first(&starts),
         ),
     };
-    let suggestions = ranked
+    let suggestions: Vec<Suggestion> = ranked
         .into_iter()
         .take(limit)
         .map(|r| Suggestion {
@@ -160,6 +160,17 @@ pub async fn suggestions(
             reasons: r.reasons,
         })
         .collect();
+    // Remember what was offered: a booking made from it later teaches the
+    // preference model, and ranking quality can be measured on real history.
+    let shown: Vec<DateTime<Utc>> = suggestions.iter().map(|s| s.start).collect();
+    if !shown.is_empty()
+        && let Err(e) = state
+            .store
+            .log_suggestions(user.id, doctor_id, &shown)
+            .await
+    {
+        tracing::warn!(error = %e, "could not record shown suggestions");
+    }
     Ok(HttpResponse::Ok().json(SuggestionsOut {
         ranking,
         note,

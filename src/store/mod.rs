@@ -276,6 +276,15 @@ pub struct ProviderAlert {
     pub status: AppointmentStatus,
 }
 
+/// A past visit with the alternatives that were offered when it was booked.
+#[derive(Debug, Clone)]
+pub struct PastVisit {
+    /// The visit.
+    pub appointment: Appointment,
+    /// Slot starts the patient was shown before booking it.
+    pub offered: Vec<DateTime<Utc>>,
+}
+
 /// Outcome of presenting a refresh token.
 #[derive(Debug, Clone)]
 pub enum RefreshOutcome {
@@ -400,8 +409,18 @@ pub trait Store: CalendarStore {
     async fn history(&self, id: AppointmentId) -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// The latest `limit` past visits with a known outcome (`completed` or
-    /// `no_show`), for training suggestions.
-    async fn past_outcomes(&self, limit: i64) -> Result<Vec<Appointment>, StoreError>;
+    /// `no_show`), for training suggestions, each with the slots the
+    /// suggestions endpoint showed that patient for that doctor in the hour
+    /// before booking (empty when none were shown).
+    async fn past_outcomes(&self, limit: i64) -> Result<Vec<PastVisit>, StoreError>;
+
+    /// Records the slots the suggestions endpoint showed a patient.
+    async fn log_suggestions(
+        &self,
+        patient: UserId,
+        doctor: DoctorId,
+        starts: &[DateTime<Utc>],
+    ) -> Result<(), StoreError>;
 
     /// Bulk-loads past (inactive) appointments, e.g. imported history.
     async fn import_past_appointments(&self, list: &[Appointment]) -> Result<u64, StoreError>;

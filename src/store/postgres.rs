@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
-    ProviderAlert, RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
+    PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
 };
 use crate::domain::Email;
 
@@ -1261,19 +1261,52 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn past_outcomes(&self, limit: i64) -> Result<Vec<Appointment>, StoreError> {
+    async fn past_outcomes(&self, limit: i64) -> Result<Vec<PastVisit>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
                 &format!(
-                    "SELECT {APPT_COLS} FROM appointments WHERE status IN ('completed', 'no_show')
+                    "SELECT {APPT_COLS}, (
+                        SELECT s.starts FROM suggestion_log s
+                        WHERE s.patient_id = a.patient_id AND s.doctor_id = a.doctor_id
+                          AND s.shown_at <= a.created_at
+                          AND s.shown_at > a.created_at - interval '1 hour'
+                        ORDER BY s.shown_at DESC LIMIT 1
+                     ) AS offered
+                     FROM appointments a WHERE status IN ('completed', 'no_show')
                      ORDER BY created_at DESC LIMIT $1"
                 ),
                 &[&limit],
             )
             .await
             .map_err(unavailable)?;
-        rows.iter().map(appointment).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(PastVisit {
+                    appointment: appointment(r)?,
+                    offered: r
+                        .get::<_, Option<Vec<DateTime<Utc>>>>("offered")
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn log_suggestions(
+        &self,
+        patient: UserId,
+        doctor: DoctorId,
+        starts: &[DateTime<Utc>],
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO suggestion_log (patient_id, doctor_id, starts) VALUES ($1, $2, $3)",
+                &[&patient.0, &doctor.0, &starts],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn import_past_appointments(&self, list: &[Appointment]) -> Result<u64, StoreError> {

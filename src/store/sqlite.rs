@@ -79,7 +79,7 @@ use uuid::Uuid;
 
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
-    ProviderAlert, RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
+    PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
 };
 use crate::domain::{Email, Role};
 
@@ -90,6 +90,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../migrations/sqlite/V2__provider_alerts.sql"),
+    ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/V3__suggestion_log.sql"),
     ),
 ];
 
@@ -1658,16 +1662,52 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn past_outcomes(&self, limit: i64) -> Result<Vec<Appointment>, StoreError> {
+    async fn past_outcomes(&self, limit: i64) -> Result<Vec<PastVisit>, StoreError> {
         self.read(move |conn| {
             conn.prepare_cached(concat!(
                 "SELECT ",
                 appt_cols!(),
-                " FROM appointments WHERE status IN ('completed', 'no_show')
+                ", (SELECT s.starts FROM suggestion_log s
+                    WHERE s.patient_id = a.patient_id AND s.doctor_id = a.doctor_id
+                      AND s.shown_at <= a.created_at AND s.shown_at > a.created_at - 3600000000
+                    ORDER BY s.shown_at DESC LIMIT 1) AS offered
+                 FROM appointments a WHERE status IN ('completed', 'no_show')
                  ORDER BY created_at DESC LIMIT ?1"
             ))?
-            .query_map([limit], appointment)?
+            .query_map([limit], |r| {
+                let offered: Option<String> = r.get("offered")?;
+                let micros: Vec<i64> = offered
+                    .and_then(|j| serde_json::from_str(&j).ok())
+                    .unwrap_or_default();
+                Ok(PastVisit {
+                    appointment: appointment(r)?,
+                    offered: micros
+                        .into_iter()
+                        .filter_map(DateTime::<Utc>::from_timestamp_micros)
+                        .collect(),
+                })
+            })?
             .collect()
+        })
+        .await
+    }
+
+    async fn log_suggestions(
+        &self,
+        patient: UserId,
+        doctor: DoctorId,
+        starts: &[DateTime<Utc>],
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&starts.iter().map(|t| us(*t)).collect::<Vec<_>>())
+            .map_err(unavailable)?;
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO suggestion_log (patient_id, doctor_id, shown_at, starts)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![uid(patient.0), uid(doctor.0), now_us(), json],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
         })
         .await
     }
@@ -2121,7 +2161,7 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(fks, 1);
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(version));
     }
 
@@ -3102,7 +3142,7 @@ mod tests {
         let version: i64 = lock(&store.inner.writer)
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3, "upgraded through every later migration");
         // The old data is intact and raised no alerts.
         let old = store.appointment(id).await.unwrap().unwrap();
         assert_eq!(old.status, Booked);

@@ -184,3 +184,40 @@ async fn ml_evaluate_reads_a_csv_and_reports_json() {
     assert_eq!(v["rows_skipped"], 1);
     assert!(v["roc_auc"].as_f64().unwrap() > v["baseline_roc_auc"].as_f64().unwrap());
 }
+
+#[actix_web::test]
+async fn shown_suggestions_become_the_offered_alternatives_of_the_visit() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (ann, token) = app.patient().await;
+    let path = format!("/api/v1/doctors/{}/suggestions?limit=4", f.doctor.id);
+    let v = expect(app.get(&token, &path).await, 200).await;
+    let shown: Vec<chrono::DateTime<Utc>> = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["start"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(shown.len(), 4);
+    // A visit booked right after (written as completed: training only
+    // learns from visits with an outcome).
+    app.insert_raw(crate::helpers::RawAppointment {
+        id: uuid::Uuid::now_v7(),
+        doctor: f.doctor.id.0,
+        patient: ann.id.0,
+        visit_type: f.visit_type.0,
+        start: Utc::now() - Duration::hours(2),
+        minutes: 30,
+        status: "completed",
+        hold_expires_at: None,
+    })
+    .await;
+    let past = app.state.store.past_outcomes(100).await.unwrap();
+    assert_eq!(past.len(), 1);
+    assert_eq!(
+        past[0].offered, shown,
+        "the slots shown are the alternatives offered"
+    );
+    let row = docspot::suggest::past_visit(&past[0]);
+    assert_eq!(row.offered, shown);
+}
