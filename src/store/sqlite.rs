@@ -3179,7 +3179,7 @@ mod tests {
         let version: i64 = lock(&store.inner.writer)
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         assert_eq!(
             store
                 .provider_alerts_after(doctor, 0, 100)
