@@ -22,7 +22,7 @@
 //! `slot_taken` here, and the actor reloads its picture from the store.
 
 use std::{
-    cell::Cell,
+    cell::{Cell, RefCell},
     collections::{HashMap, VecDeque},
     sync::Arc,
     time::Instant,
@@ -130,6 +130,8 @@ pub type Reply<T> = Result<T, BookingError>;
 
 type Waiter = oneshot::Sender<Reply<Appointment>>;
 
+type AlternativesCache = HashMap<(Option<VisitTypeId>, DateTime<Utc>), (u64, Instant, Vec<Slot>)>;
+
 /// What a queued write does to the in-memory picture once it settles.
 #[derive(Debug, Clone, Copy)]
 enum Effect {
@@ -180,6 +182,9 @@ pub struct CalendarActor {
     flushing: bool,
     /// A reload was asked for while writes were outstanding.
     refresh_wanted: bool,
+    /// `slot_taken` alternatives by (visit type, start), valid for one
+    /// version of the busy index.
+    alternatives: RefCell<AlternativesCache>,
     /// Last request; a `Cell` so read-only handlers can touch it too.
     last_activity: Cell<Instant>,
     last_refresh: Instant,
@@ -209,6 +214,7 @@ impl CalendarActor {
             queue: VecDeque::new(),
             flushing: false,
             refresh_wanted: false,
+            alternatives: RefCell::new(HashMap::new()),
             last_activity: Cell::new(Instant::now()),
             last_refresh: Instant::now(),
         }
@@ -559,6 +565,19 @@ impl CalendarActor {
     }
 
     fn taken_at(&self, visit_type: Option<VisitTypeId>, start: DateTime<Utc>) -> BookingError {
+        // In a rush for one slot every loser asks for the same
+        // alternatives: answer from a cache that lives until the busy
+        // index changes (or a second passes, as "now" moves on).
+        let key = (visit_type, start);
+        let version = self.busy.version();
+        if let Some((v, at, alts)) = self.alternatives.borrow().get(&key)
+            && *v == version
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return BookingError::SlotTaken {
+                alternatives: alts.clone(),
+            };
+        }
         let alternatives = match &self.phase {
             Phase::Ready(s) => s
                 .visit_type(visit_type)
@@ -575,6 +594,11 @@ impl CalendarActor {
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
+        let mut cache = self.alternatives.borrow_mut();
+        if cache.len() > 1024 {
+            cache.clear();
+        }
+        cache.insert(key, (version, Instant::now(), alternatives.clone()));
         BookingError::SlotTaken { alternatives }
     }
 

@@ -210,6 +210,9 @@ pub fn is_offered(
 #[derive(Debug, Default, Clone)]
 pub struct BusyIndex<K: Copy + Eq> {
     blocks: BTreeMap<DateTime<Utc>, (DateTime<Utc>, K)>,
+    /// Bumped on every change, so answers derived from the index can be
+    /// cached until it changes.
+    version: u64,
 }
 
 impl<K: Copy + Eq> BusyIndex<K> {
@@ -217,11 +220,18 @@ impl<K: Copy + Eq> BusyIndex<K> {
     pub fn new() -> Self {
         Self {
             blocks: BTreeMap::new(),
+            version: 0,
         }
+    }
+
+    /// Changes with every insert, remove and clear.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Marks `range` busy on behalf of `key`.
     pub fn insert(&mut self, range: TimeRange, key: K) {
+        self.version += 1;
         self.blocks.insert(range.start(), (range.end(), key));
     }
 
@@ -232,6 +242,7 @@ impl<K: Copy + Eq> BusyIndex<K> {
             .get(&range.start())
             .is_some_and(|(end, k)| *end == range.end() && *k == key)
         {
+            self.version += 1;
             self.blocks.remove(&range.start());
         }
     }
@@ -258,6 +269,7 @@ impl<K: Copy + Eq> BusyIndex<K> {
 
     /// Removes everything.
     pub fn clear(&mut self) {
+        self.version += 1;
         self.blocks.clear();
     }
 }
@@ -278,6 +290,11 @@ pub fn free_slots<K: Copy + Eq>(
 
 /// Up to `n` free slots nearest to `wanted` (within a week either side),
 /// nearest first, earlier first on ties.
+///
+/// Searches outward (half a day, two days, a week) and stops as soon as the
+/// `n`-th nearest lies inside the searched radius: anything further out is
+/// further away. A refused claim usually costs one small window, not a
+/// fortnight of slots.
 pub fn nearest_free<K: Copy + Eq>(
     schedule: &DoctorSchedule,
     visit: &VisitType,
@@ -286,12 +303,22 @@ pub fn nearest_free<K: Copy + Eq>(
     bookable: Bookable,
     n: usize,
 ) -> Vec<Slot> {
-    let Ok(range) = TimeRange::new(wanted - Duration::days(7), wanted + Duration::days(7)) else {
-        return Vec::new();
-    };
-    let mut free = free_slots(schedule, visit, range, busy, bookable);
-    free.retain(|s| s.start != wanted);
-    free.sort_by_key(|s| ((s.start - wanted).num_seconds().abs(), s.start));
+    let radii = [Duration::hours(12), Duration::days(2), Duration::days(7)];
+    let mut free = Vec::new();
+    for (i, radius) in radii.iter().enumerate() {
+        let Ok(range) = TimeRange::new(wanted - *radius, wanted + *radius) else {
+            return Vec::new();
+        };
+        free = free_slots(schedule, visit, range, busy, bookable);
+        free.retain(|s| s.start != wanted);
+        free.sort_by_key(|s| ((s.start - wanted).num_seconds().abs(), s.start));
+        let settled = free
+            .get(n.saturating_sub(1))
+            .is_some_and(|s| (s.start - wanted).abs() <= *radius);
+        if settled || i == radii.len() - 1 {
+            break;
+        }
+    }
     free.truncate(n);
     free
 }
@@ -669,6 +696,41 @@ mod tests {
         );
         assert!(is_offered(&s, vt, utc("2026-11-25T10:30:00Z"), early()));
         assert!(!is_offered(&s, vt, utc("2026-11-25T10:15:00Z"), early()));
+    }
+
+    #[test]
+    fn outward_search_finds_the_same_alternatives_as_a_full_scan() {
+        let mut s = schedule("UTC", vec![]);
+        for d in [Weekday::Mon, Weekday::Wed, Weekday::Fri] {
+            s.rules.push(rule(d, "09:00", "10:00"));
+        }
+        let vt = s.visit_types[0].clone();
+        let mut busy = BusyIndex::new();
+        // Wednesday fully booked: the nearest free slots are days away.
+        for h in ["2026-11-25T09:00:00Z", "2026-11-25T09:30:00Z"] {
+            busy.insert(vt.block_at(utc(h)), 1u32);
+        }
+        let wanted = utc("2026-11-25T09:00:00Z");
+        let alt = nearest_free(&s, &vt, wanted, &busy, early(), 3);
+        let mut full = free_slots(
+            &s,
+            &vt,
+            range("2026-11-18T09:00:00Z", "2026-12-02T09:00:00Z"),
+            &busy,
+            early(),
+        );
+        full.retain(|x| x.start != wanted);
+        full.sort_by_key(|x| ((x.start - wanted).num_seconds().abs(), x.start));
+        full.truncate(3);
+        assert_eq!(alt, full);
+        assert_eq!(
+            starts(&alt),
+            [
+                "2026-11-23T09:30:00Z",
+                "2026-11-23T09:00:00Z",
+                "2026-11-27T09:00:00Z"
+            ]
+        );
     }
 
     #[test]
