@@ -1,0 +1,189 @@
+//! fanout: W watchers of one doctor while that doctor is booked at R/s;
+//! latency from the commit to each watcher's receipt, frames delivered/s.
+//!
+//! The commit instant is not visible from outside, so three clocks are
+//! reported, all on this process's monotonic clock: request sent → receipt
+//! (an upper bound), 201 arrival → receipt (may be negative: the delta can
+//! overtake the answer), and commit ≈ 201 arrival − ½ loopback RTT →
+//! receipt, the estimate the target is judged by.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use serde_json::json;
+
+use crate::{
+    Args,
+    api::{self, Api},
+    procfs::CpuWindow,
+    report::{ScenarioResult, TargetCheck},
+    scenarios::{Watchers, ms_between, paced_bookings, rtt_ms, specs},
+    server::{SpawnOpts, Target},
+    stats::{Latency, fmt_ms},
+    ws,
+};
+
+/// Runs the scenario.
+pub async fn run(args: &Args) -> anyhow::Result<ScenarioResult> {
+    let mut w = args.watchers.max(1);
+    let mut notes = Vec::new();
+    let fd_cap = (crate::procfs::nofile() as usize)
+        .saturating_sub(1000)
+        .max(1);
+    if w > fd_cap {
+        notes.push(crate::procfs::nofile_note(w));
+        w = fd_cap;
+    }
+    let target = Target::for_args(
+        args,
+        SpawnOpts {
+            nodes: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let api = Api::new(&target.nodes[0].base, 64)?;
+    let admin = api.admin().await?;
+    let doctors = api.seed_doctors(&admin, 1).await?;
+    let tokens = api.seed_patients(args.patients.min(8)).await?;
+    let base = api::grid_base(chrono::Utc::now());
+    let b = ((args.rate * args.push_secs).ceil() as usize).max(1);
+    let starts: Vec<String> = (0..b as i64)
+        .map(|k| api::rfc3339(api::slot_start(base, k)))
+        .collect();
+    let plan: Arc<HashMap<i64, u32>> = Arc::new(
+        (0..b as i64)
+            .map(|k| (api::slot_start(base, k).timestamp(), k as u32))
+            .collect(),
+    );
+    // Watch just the booked part of the calendar: a smaller snapshot each.
+    let to = api::slot_start(base, b as i64).max(base + chrono::Duration::hours(1));
+    let setup_limit = Duration::from_secs((60 + w / 100) as u64);
+    let hard =
+        tokio::time::Instant::now() + setup_limit + Duration::from_secs_f64(args.push_secs + 60.0);
+    let t_setup = std::time::Instant::now();
+    let watchers = Watchers::start(
+        specs(
+            w,
+            &target.nodes[0].host_port(),
+            2,
+            args.conns_per_source_ip,
+            &[doctors[0].id.clone()],
+            &api::rfc3339(base),
+            &api::rfc3339(to),
+            plan.clone(),
+        ),
+        args.connect_parallelism,
+        hard,
+    );
+    let (ready, failed) = ws::wait_ready(&watchers.progress, w, setup_limit).await;
+    let setup_secs = t_setup.elapsed().as_secs_f64();
+    eprintln!("  {ready} watchers ready ({failed} failed) in {setup_secs:.1} s");
+    let rtt = rtt_ms(&api).await;
+    let rss_before = target.nodes[0].pid.and_then(crate::procfs::vm_rss_kib);
+    let cpu = CpuWindow::start(&target.pids());
+    let t0 = std::time::Instant::now();
+    let outcomes = paced_bookings(&api, &tokens, &doctors[0].id, &starts, args.rate).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = cpu.finish();
+    let rss_after = target.nodes[0].pid.and_then(crate::procfs::vm_rss_kib);
+    let received = watchers.finish().await;
+
+    let booked: Vec<bool> = outcomes
+        .iter()
+        .map(|o| o.as_ref().is_some_and(|o| o.status == 201))
+        .collect();
+    let created = booked.iter().filter(|b| **b).count();
+    let book_lat = Latency::of(
+        outcomes
+            .iter()
+            .flatten()
+            .filter(|o| o.status == 201)
+            .map(|o| o.latency_ms())
+            .collect(),
+    );
+    let (mut after_201, mut after_sent, mut after_commit) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut delivered, mut unknown, mut dropped, mut last) = (0usize, 0usize, 0usize, t0);
+    for r in received.iter().flatten() {
+        unknown += r.unknown;
+        dropped += usize::from(r.dropped);
+        for &(idx, at) in &r.deltas {
+            delivered += 1;
+            last = last.max(at);
+            if let Some(Some(o)) = outcomes.get(idx as usize)
+                && o.status == 201
+            {
+                after_201.push(ms_between(o.done, at));
+                after_sent.push(ms_between(o.sent, at));
+                after_commit.push(ms_between(o.done, at) + rtt / 2.0);
+            }
+        }
+    }
+    let expected = ready * created;
+    let window = ms_between(t0, last).max(1.0) / 1e3;
+    let frames_per_sec = delivered as f64 / window;
+    let l201 = Latency::of(after_201);
+    let lsent = Latency::of(after_sent);
+    let lcommit = Latency::of(after_commit);
+    notes.push(format!(
+        "watchers on {} source addresses (127.0.2.x), {} connecting at a time; JSON subprotocol; \
+         range {} – {} ({} slots per snapshot); setup took {setup_secs:.1} s",
+        ws::source_ips_for(w, args.conns_per_source_ip),
+        args.connect_parallelism,
+        api::rfc3339(base),
+        api::rfc3339(to),
+        b
+    ));
+    if ready < w {
+        notes.push(format!(
+            "only {ready} of {w} watchers came up ({failed} failed)"
+        ));
+    }
+    let mut r = ScenarioResult {
+        name: "fanout".into(),
+        size: format!(
+            "W={w} watchers, {} bookings/s × {} s",
+            args.rate, args.push_secs
+        ),
+        headline: format!(
+            "{delivered} of {expected} deltas delivered ({frames_per_sec:.0} frames/s); {created}/{b} booked; {dropped} dropped"
+        ),
+        latency: format!(
+            "commit→receipt {} · 201→receipt {} · sent→receipt {}",
+            lcommit.short(),
+            l201.short(),
+            lsent.short()
+        ),
+        cpu,
+        targets: vec![
+            TargetCheck {
+                target: format!("fan-out to {w} watchers: p99 commit→receipt ≤ 50 ms"),
+                measured: format!(
+                    "p99 {} ms (201→receipt p99 {} ms, sent→receipt p99 {} ms)",
+                    fmt_ms(lcommit.p99_ms),
+                    fmt_ms(l201.p99_ms),
+                    fmt_ms(lsent.p99_ms)
+                ),
+                met: lcommit.n > 0 && lcommit.p99_ms <= 50.0 && delivered == expected,
+            },
+            TargetCheck {
+                target: "every delta reaches every watcher".into(),
+                measured: format!("{delivered} of {expected}"),
+                met: delivered == expected && expected > 0,
+            },
+        ],
+        details: json!({
+            "watchers": w, "ready": ready, "failed": failed, "setup_secs": setup_secs,
+            "bookings_planned": b, "bookings_201": created, "booking_latency": book_lat,
+            "deltas_expected": expected, "deltas_delivered": delivered,
+            "unknown_deltas": unknown, "dropped_connections": dropped,
+            "frames_per_sec": frames_per_sec, "delivery_window_secs": window,
+            "rtt_ms": rtt, "commit_to_receipt": lcommit, "http201_to_receipt": l201,
+            "sent_to_receipt": lsent,
+            "server_rss_kib_before_push": rss_before, "server_rss_kib_after_push": rss_after,
+        }),
+        notes,
+    };
+    r.warn_if_generator_busy();
+    target.finish().await?;
+    Ok(r)
+}
