@@ -16,7 +16,10 @@
 //! when several nodes write for the doctor: a reader paging with
 //! `id > last_seen` cannot skip an alert that commits late.
 
-use std::str::FromStr;
+use std::{
+    str::FromStr,
+    sync::{Arc, OnceLock},
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
@@ -29,6 +32,7 @@ use docspot_actors::{
     },
     store::{CalendarStore, OpError, StoreError, WriteOp},
 };
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{NoTls, Row, error::SqlState};
 use uuid::Uuid;
 
@@ -115,10 +119,25 @@ pub async fn migrate(url: &str) -> Result<usize, StoreError> {
     Ok(report?.applied_migrations().len())
 }
 
-/// The PostgreSQL store: a connection pool.
+/// The PostgreSQL store: a connection pool, and commit lanes that group
+/// the batches of many doctors into one transaction.
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    lanes: Arc<OnceLock<Vec<mpsc::UnboundedSender<Job>>>>,
+}
+
+/// Commit lanes. A doctor always uses the same lane, so its batches commit
+/// in order; lanes run in parallel.
+const LANES: usize = 4;
+/// Most writes one grouped transaction takes.
+const MAX_GROUP_OPS: usize = 512;
+
+/// One calendar's batch waiting for its lane.
+struct Job {
+    doctor: DoctorId,
+    ops: Vec<WriteOp>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
 }
 
 impl PgStore {
@@ -136,7 +155,24 @@ impl PgStore {
             .max_size(size.max(2))
             .build()
             .map_err(unavailable)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            lanes: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// The doctor's commit lane, started on first use (inside the runtime).
+    fn lane(&self, doctor: DoctorId) -> &mpsc::UnboundedSender<Job> {
+        let lanes = self.lanes.get_or_init(|| {
+            (0..LANES)
+                .map(|_| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(run_lane(self.pool.clone(), rx));
+                    tx
+                })
+                .collect()
+        });
+        &lanes[(doctor.0.as_u128() % LANES as u128) as usize]
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -596,15 +632,21 @@ async fn apply_all(
     // node) then takes its locks in the same order, so two nodes' batches
     // wait for each other instead of deadlocking on each other's rows, and
     // alert ids commit in id order per doctor.
-    tx.execute(
-        "SELECT 1 FROM doctors WHERE id = $1 FOR NO KEY UPDATE",
-        &[&doctor.0],
-    )
-    .await?;
-    let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
-        out.push(apply(&tx, doctor, op).await?);
-    }
+    lock_doctor(&tx, doctor).await?;
+    let out = if ops
+        .iter()
+        .any(|op| matches!(op, WriteOp::Reschedule { .. }))
+    {
+        // Savepoints must not interleave with other writes.
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(apply(&tx, doctor, op).await?);
+        }
+        out
+    } else {
+        // Pipelined, in order (see `apply_group`).
+        futures::future::try_join_all(ops.iter().map(|op| apply(&tx, doctor, op))).await?
+    };
     tx.commit().await?;
     Ok(out)
 }
@@ -720,8 +762,128 @@ impl CalendarStore for PgStore {
         doctor: DoctorId,
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let mut client = self.client().await?;
-        match apply_all(&mut client, doctor, &ops).await {
+        // Group commit across doctors: the lane folds the batches of every
+        // calendar that is waiting into one transaction (one WAL flush),
+        // where a calendar alone would mostly commit one booking at a time.
+        let (reply, answer) = oneshot::channel();
+        match self.lane(doctor).send(Job { doctor, ops, reply }) {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err(StoreError("commit lane stopped".into()))),
+            Err(mpsc::error::SendError(job)) => {
+                let mut client = self.client().await?;
+                commit_alone(&mut client, job.doctor, &job.ops).await
+            }
+        }
+    }
+}
+
+/// Serves one commit lane: takes every batch that is waiting (up to
+/// `MAX_GROUP_OPS` writes), commits them in one transaction with the
+/// doctors locked in id order (the same order on every node, so grouped
+/// transactions never deadlock), and answers each calendar. Should the
+/// grouped transaction fail as a whole, each batch is committed alone.
+async fn run_lane(pool: Pool, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut n = first.ops.len();
+        let mut jobs = vec![first];
+        while n < MAX_GROUP_OPS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    n += job.ops.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut client = match pool.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(unavailable(&e)));
+                }
+                continue;
+            }
+        };
+        if jobs.len() > 1 {
+            jobs.sort_by_key(|j| j.doctor);
+            match apply_group(&mut client, &jobs).await {
+                Ok(outcomes) => {
+                    for (job, out) in jobs.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(Ok(out));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, batches = jobs.len(), "grouped commit failed; committing batches alone");
+                }
+            }
+        }
+        for job in jobs {
+            let out = commit_alone(&mut client, job.doctor, &job.ops).await;
+            let _ = job.reply.send(out);
+        }
+    }
+}
+
+/// Several doctors' batches in one transaction.
+async fn apply_group(
+    client: &mut deadpool_postgres::Client,
+    jobs: &[Job],
+) -> Result<Vec<Vec<Outcome>>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let all = if jobs
+        .iter()
+        .flat_map(|j| &j.ops)
+        .any(|op| matches!(op, WriteOp::Reschedule { .. }))
+    {
+        // Reschedules use savepoints, which must not interleave with other
+        // writes: one statement after another.
+        let mut all = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            lock_doctor(&tx, job.doctor).await?;
+            let mut out = Vec::with_capacity(job.ops.len());
+            for op in &job.ops {
+                out.push(apply(&tx, job.doctor, op).await?);
+            }
+            all.push(out);
+        }
+        all
+    } else {
+        // Pipelined: every statement is sent without waiting for the one
+        // before; PostgreSQL still runs them in this order on the one
+        // connection, so the group costs a few round trips, not one per
+        // write. Locks come first, in doctor order.
+        futures::future::try_join_all(jobs.iter().map(|job| lock_doctor(&tx, job.doctor))).await?;
+        let writes = jobs.iter().map(|job| {
+            futures::future::try_join_all(job.ops.iter().map(|op| apply(&tx, job.doctor, op)))
+        });
+        futures::future::try_join_all(writes).await?
+    };
+    tx.commit().await?;
+    Ok(all)
+}
+
+async fn lock_doctor(
+    tx: &deadpool_postgres::Transaction<'_>,
+    doctor: DoctorId,
+) -> Result<(), tokio_postgres::Error> {
+    let stmt = tx
+        .prepare_cached("SELECT 1 FROM doctors WHERE id = $1 FOR NO KEY UPDATE")
+        .await?;
+    tx.execute(&stmt, &[&doctor.0]).await?;
+    Ok(())
+}
+
+/// One doctor's batch in its own transaction; a hard failure of one write
+/// is isolated by committing the writes one by one.
+async fn commit_alone(
+    client: &mut deadpool_postgres::Client,
+    doctor: DoctorId,
+    ops: &[WriteOp],
+) -> Result<Vec<Outcome>, StoreError> {
+    {
+        match apply_all(client, doctor, ops).await {
             Ok(out) => Ok(out),
             Err(e) if e.is_closed() || ops.len() == 1 => Err(unavailable(e)),
             Err(e) => {
@@ -731,14 +893,14 @@ impl CalendarStore for PgStore {
                 tracing::warn!(error = %e, n = ops.len(), "batch failed; retrying writes one by one");
                 let mut out = Vec::with_capacity(ops.len());
                 let mut closed = false;
-                for op in &ops {
+                for op in ops {
                     if closed {
                         // Keep what already committed; the rest is unknown.
                         out.push(Err(OpError::Other("connection lost".into())));
                         continue;
                     }
                     out.push(
-                        match apply_all(&mut client, doctor, std::slice::from_ref(op)).await {
+                        match apply_all(client, doctor, std::slice::from_ref(op)).await {
                             Ok(mut v) => {
                                 v.pop().unwrap_or(Err(OpError::Other("no outcome".into())))
                             }
