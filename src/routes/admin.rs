@@ -4,13 +4,13 @@
 use actix_web::{HttpResponse, web};
 use chrono::{NaiveDate, NaiveTime};
 use docspot_actors::domain::{
-    ClinicId, DoctorId, ExceptionKind, TimeRange, VisitTypeId, parse_time_zone, weekday_from_iso,
+    ClinicId, ExceptionKind, TimeRange, VisitTypeId, parse_time_zone, weekday_from_iso,
 };
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{State, auth::parse_name, managed_doctor, parse_instant, require_admin};
+use super::{State, auth::parse_name, doctor_id, managed_doctor, parse_instant, require_admin};
 use crate::{
     auth::{AuthUser, hash_password_blocking},
     domain::{Email, Password, Role},
@@ -77,10 +77,6 @@ impl ClinicIn {
 
 fn clinic_id(s: &str) -> Result<ClinicId, ApiError> {
     ClinicId::parse(s).map_err(|e| ApiError::not_found("clinic_not_found", e.to_string()))
-}
-
-fn doctor_id(s: &str) -> Result<DoctorId, ApiError> {
-    DoctorId::parse(s).map_err(|e| ApiError::not_found("doctor_not_found", e.to_string()))
 }
 
 /// Creates a clinic (platform admins only).

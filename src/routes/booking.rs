@@ -14,7 +14,7 @@ use docspot_actors::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{AppointmentOut, SlotOut, State, managed_doctor, parse_instant};
+use super::{AppointmentOut, SlotOut, State, doctor_id, managed_doctor, parse_instant};
 use crate::{
     auth::AuthUser,
     domain::Role,
@@ -53,10 +53,6 @@ pub async fn list_doctors(
         .filter(|s| !s.is_empty());
     let doctors = state.store.doctors(clinic, specialty).await?;
     Ok(HttpResponse::Ok().json(DoctorsOut { doctors }))
-}
-
-fn doctor_id(s: &str) -> Result<DoctorId, ApiError> {
-    DoctorId::parse(s).map_err(|e| ApiError::not_found("doctor_not_found", e.to_string()))
 }
 
 fn appointment_id(s: &str) -> Result<AppointmentId, ApiError> {

@@ -109,6 +109,11 @@ impl From<Appointment> for AppointmentOut {
     }
 }
 
+/// A doctor id from a path segment: a malformed one names no doctor (404).
+pub fn doctor_id(s: &str) -> Result<DoctorId, ApiError> {
+    DoctorId::parse(s).map_err(|e| ApiError::not_found("doctor_not_found", e.to_string()))
+}
+
 /// Parses an RFC 3339 instant from a request field.
 pub fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(s)

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Duration, Utc};
 use docspot_actors::{
     calendar::FreeSlots,
-    domain::{DoctorId, TimeRange, VisitTypeId, parse_time_zone},
+    domain::{TimeRange, VisitTypeId, parse_time_zone},
 };
 use docspot_ml::{RankQuery, rank_earliest_first};
 use serde::{Deserialize, Serialize};
@@ -70,8 +70,7 @@ pub async fn suggestions(
     path: web::Path<String>,
     q: web::Query<SuggestQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let doctor_id = DoctorId::parse(&path)
-        .map_err(|e| ApiError::not_found("doctor_not_found", e.to_string()))?;
+    let doctor_id = super::doctor_id(&path)?;
     let now = Utc::now();
     let from = q
         .from
