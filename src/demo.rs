@@ -1,23 +1,26 @@
 //! The demo clinic: doctors with weekly hours over the coming weeks and a
-//! synthetic booking history with planted patterns (each patient prefers a
-//! time of day; no-shows rise with lead time), later used to train and test
-//! suggestions.
+//! booking history from `docspot_ml::synthetic` (the generator the model's
+//! own tests use), with its planted patterns: each patient prefers a time of
+//! day and picks among offered slots accordingly; no-shows rise with lead
+//! time. The offered slots are stored as suggestion logs, so ranking quality
+//! can be measured on the exported history too.
 
-use chrono::{DateTime, Duration, NaiveTime, Timelike, Utc, Weekday};
-use docspot_actors::{
-    domain::{
-        Appointment, AppointmentId, AppointmentStatus, AvailabilityRule, DoctorSchedule, UserId,
-        VisitType, VisitTypeId,
-    },
-    slots::{self, Bookable},
+use std::collections::HashMap;
+
+use chrono::{Duration, NaiveTime, Utc, Weekday};
+use docspot_actors::domain::{
+    Appointment, AppointmentId, AppointmentStatus, AvailabilityRule, DoctorSchedule, UserId,
+    VisitType, VisitTypeId,
 };
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use uuid::Uuid;
 
 use crate::{
     auth::hash_password,
     domain::{Email, Role},
-    store::{ClinicFields, DbError, DoctorFields, NewUser, RuleRecord, Store, VisitTypeRecord},
+    store::{
+        ClinicFields, DbError, DoctorFields, NewUser, RuleRecord, Store, SuggestionLog,
+        VisitTypeRecord,
+    },
 };
 
 /// Name of the demo clinic; seeding is skipped when it exists.
@@ -38,112 +41,63 @@ pub struct DemoReport {
     pub already_seeded: bool,
 }
 
-/// A patient of the synthetic history and the habits planted in it.
-#[derive(Debug, Clone)]
-pub struct SyntheticPatient {
-    /// Account id.
-    pub id: UserId,
-    /// Preferred local hour of day (the planted preference).
-    pub preferred_hour: u32,
-    /// Base probability of not showing up.
-    pub no_show_base: f64,
-}
-
-/// Generates `n` past appointments over the last `days` days for the given
-/// doctors, on their real slot grids, with no two overlapping per doctor.
-///
-/// Planted patterns: a patient picks slots near their preferred hour 70 % of
-/// the time; the no-show probability is `base + 0.004 × lead days` (capped),
-/// so longer lead times mean more no-shows.
-pub fn synthetic_history(
+/// Turns `docspot_ml`'s synthetic history (the one the model's own tests
+/// recover patterns from) into the demo clinic's past visits: its six
+/// doctors onto the demo doctors, its patients onto the demo patients, and
+/// the five slots each booking was chosen from into suggestion logs, so
+/// ranking quality can be measured on DocSpot's own exported history.
+pub fn history_from_synthetic(
+    rows: &[docspot_ml::PastAppointment],
     schedules: &[DoctorSchedule],
-    patients: &[SyntheticPatient],
-    n: usize,
-    days: i64,
-    now: DateTime<Utc>,
-    seed: u64,
-) -> Vec<Appointment> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(n);
+    patients: &[UserId],
+) -> (Vec<Appointment>, Vec<SuggestionLog>) {
+    let mut patient_of: HashMap<&str, UserId> = HashMap::new();
+    let mut visits = Vec::with_capacity(rows.len());
+    let mut logs = Vec::with_capacity(rows.len());
     if schedules.is_empty() || patients.is_empty() {
-        return out;
+        return (visits, logs);
     }
-    let past = Bookable {
-        now: now - Duration::days(days + 1),
-        min_notice: Duration::zero(),
-    };
-    // Every past slot of every doctor, shuffled per doctor: picking without
-    // replacement keeps a doctor's history free of overlaps.
-    let mut grids: Vec<(usize, Vec<docspot_actors::domain::Slot>)> = schedules
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            let vt = s.visit_type(None)?;
-            let range =
-                docspot_actors::domain::TimeRange::new(now - Duration::days(days), now).ok()?;
-            let mut schedule = s.clone();
-            schedule.booking_horizon = Duration::days(days + 2);
-            Some((i, slots::candidate_slots(&schedule, vt, range, past)))
-        })
-        .collect();
-    for (_, g) in &mut grids {
-        for i in (1..g.len()).rev() {
-            g.swap(i, rng.random_range(0..=i));
-        }
-    }
-    while out.len() < n {
-        let Some((gi, _)) = grids.iter().enumerate().find(|(_, (_, g))| !g.is_empty()) else {
-            break;
-        };
-        let gi = (gi + rng.random_range(0..grids.len())) % grids.len();
-        let (si, grid) = &mut grids[gi];
-        let Some(slot) = grid.pop() else { continue };
-        let schedule = &schedules[*si];
-        let local_hour = slot.start.with_timezone(&schedule.time_zone).hour();
-        // Choose a patient: mostly one whose preferred hour is close.
-        let patient = if rng.random_bool(0.7) {
-            let close: Vec<&SyntheticPatient> = patients
-                .iter()
-                .filter(|p| p.preferred_hour.abs_diff(local_hour) <= 1)
-                .collect();
-            if close.is_empty() {
-                &patients[rng.random_range(0..patients.len())]
-            } else {
-                close[rng.random_range(0..close.len())]
-            }
-        } else {
-            &patients[rng.random_range(0..patients.len())]
-        };
-        let lead_days = rng.random_range(0..45i64);
-        let created =
-            slot.start - Duration::days(lead_days) - Duration::minutes(rng.random_range(10..600));
-        let p_no_show = (patient.no_show_base + 0.004 * lead_days as f64).min(0.6);
-        let status = if rng.random_bool(0.08) {
-            AppointmentStatus::Cancelled
-        } else if rng.random_bool(p_no_show) {
-            AppointmentStatus::NoShow
-        } else {
-            AppointmentStatus::Completed
-        };
+    for r in rows {
+        let next = patients[patient_of.len() % patients.len()];
+        let patient = *patient_of.entry(r.patient_id.as_str()).or_insert(next);
+        // "doc-3" → the third demo doctor.
+        let k = r
+            .doctor_id
+            .as_deref()
+            .and_then(|d| d.trim_start_matches("doc-").parse::<usize>().ok())
+            .unwrap_or(1);
+        let schedule = &schedules[(k.max(1) - 1) % schedules.len()];
         let Some(vt) = schedule.visit_type(None) else {
             continue;
         };
-        out.push(Appointment {
+        let status = if r.attended {
+            AppointmentStatus::Completed
+        } else {
+            AppointmentStatus::NoShow
+        };
+        visits.push(Appointment {
             id: AppointmentId::new(),
             doctor_id: schedule.doctor_id,
-            patient_id: patient.id,
+            patient_id: patient,
             visit_type_id: vt.id,
-            time: vt.visit_at(slot.start),
-            block: vt.block_at(slot.start),
+            time: vt.visit_at(r.slot_start),
+            block: vt.block_at(r.slot_start),
             status,
             hold_expires_at: None,
             idempotency_key: None,
-            cancel_reason: (status == AppointmentStatus::Cancelled)
-                .then(|| "patient request".into()),
-            created_at: created,
+            cancel_reason: None,
+            created_at: r.booked_at,
         });
+        if !r.offered.is_empty() {
+            logs.push(SuggestionLog {
+                patient,
+                doctor: schedule.doctor_id,
+                shown_at: r.booked_at - Duration::minutes(1),
+                starts: r.offered.clone(),
+            });
+        }
     }
-    out
+    (visits, logs)
 }
 
 struct DemoDoctor {
@@ -337,7 +291,6 @@ pub async fn seed(store: &dyn Store, past_appointments: usize) -> Result<DemoRep
         })
         .await?;
 
-    let mut rng = StdRng::seed_from_u64(7);
     let mut patients = Vec::new();
     for i in 0..300 {
         let email = Email::parse(&format!("patient{}@demo.docspot.test", i + 1))
@@ -352,22 +305,13 @@ pub async fn seed(store: &dyn Store, past_appointments: usize) -> Result<DemoRep
                 password_hash: hash.clone(),
             })
             .await?;
-        patients.push(SyntheticPatient {
-            id: u.id,
-            preferred_hour: rng.random_range(8..19),
-            no_show_base: rng.random_range(0.02..0.15),
-        });
+        patients.push(u.id);
     }
     report.patients = patients.len();
-    let history = synthetic_history(
-        &schedules,
-        &patients,
-        past_appointments,
-        180,
-        Utc::now(),
-        42,
-    );
+    let rows = docspot_ml::synthetic::generate(patients.len(), past_appointments, 42, Utc::now());
+    let (history, logs) = history_from_synthetic(&rows, &schedules, &patients);
     report.past_appointments = store.import_past_appointments(&history).await?;
+    store.import_suggestion_logs(&logs).await?;
     Ok(report)
 }
 
@@ -377,93 +321,54 @@ mod tests {
     use docspot_actors::domain::{ClinicId, DoctorId};
 
     #[test]
-    fn history_has_planted_patterns_and_no_overlaps() {
+    fn synthetic_rows_map_onto_demo_doctors_patients_and_logs() {
         let vt = VisitType {
             id: VisitTypeId::new(),
             name: "v".into(),
             duration_minutes: 20,
             buffer_before_minutes: 0,
-            buffer_after_minutes: 0,
+            buffer_after_minutes: 5,
             fee_cents: 0,
             currency: "USD".into(),
             is_default: true,
         };
-        let rules = [
-            Weekday::Mon,
-            Weekday::Tue,
-            Weekday::Wed,
-            Weekday::Thu,
-            Weekday::Fri,
-        ]
-        .iter()
-        .map(|d| AvailabilityRule {
-            weekday: *d,
-            start: NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
-            end: NaiveTime::from_hms_opt(18, 0, 0).unwrap(),
-            valid_from: None,
-            valid_until: None,
-        })
-        .collect();
-        let s = DoctorSchedule {
-            doctor_id: DoctorId::new(),
-            clinic_id: ClinicId::new(),
-            time_zone: chrono_tz::UTC,
-            rules,
-            exceptions: vec![],
-            visit_types: vec![vt],
-            booking_horizon: Duration::days(14),
-            cancellation_cutoff: Duration::zero(),
-        };
-        let patients: Vec<SyntheticPatient> = (0..50)
-            .map(|i| SyntheticPatient {
-                id: UserId::new(),
-                preferred_hour: 8 + (i % 10),
-                no_show_base: 0.05,
+        let schedules: Vec<DoctorSchedule> = (0..6)
+            .map(|_| DoctorSchedule {
+                doctor_id: DoctorId::new(),
+                clinic_id: ClinicId::new(),
+                time_zone: chrono_tz::UTC,
+                rules: vec![],
+                exceptions: vec![],
+                visit_types: vec![vt.clone()],
+                booking_horizon: Duration::days(14),
+                cancellation_cutoff: Duration::zero(),
             })
             .collect();
-        let h = synthetic_history(
-            std::slice::from_ref(&s),
-            &patients,
-            3000,
-            180,
-            Utc::now(),
-            1,
+        let patients: Vec<UserId> = (0..50).map(|_| UserId::new()).collect();
+        let rows = docspot_ml::synthetic::generate(50, 2000, 1, Utc::now());
+        let (visits, logs) = history_from_synthetic(&rows, &schedules, &patients);
+        assert_eq!(visits.len(), 2000);
+        assert_eq!(
+            logs.len(),
+            2000,
+            "every synthetic booking was chosen from offered slots"
         );
-        assert_eq!(h.len(), 3000);
-        let mut starts: Vec<_> = h.iter().map(|a| a.time.start()).collect();
-        starts.sort();
-        starts.dedup();
-        assert_eq!(starts.len(), 3000, "no two appointments share a slot");
-        // Preference: most appointments are within an hour of the patient's preferred hour.
-        let near = h
-            .iter()
-            .filter(|a| {
-                let p = patients.iter().find(|p| p.id == a.patient_id).unwrap();
-                p.preferred_hour.abs_diff(a.time.start().hour()) <= 1
-            })
-            .count();
         assert!(
-            near as f64 / h.len() as f64 > 0.6,
-            "preference planted: {near}"
-        );
-        // Lead time drives no-shows.
-        let rate = |lo: i64, hi: i64| {
-            let v: Vec<_> = h
+            visits
                 .iter()
-                .filter(|a| a.status != AppointmentStatus::Cancelled)
-                .filter(|a| {
-                    let d = (a.time.start() - a.created_at).num_days();
-                    d >= lo && d < hi
-                })
-                .collect();
-            v.iter()
-                .filter(|a| a.status == AppointmentStatus::NoShow)
-                .count() as f64
-                / v.len() as f64
-        };
-        assert!(
-            rate(30, 46) > rate(0, 10) + 0.05,
-            "no-show rises with lead time"
+                .all(|v| v.time.end() < Utc::now() && !v.status.is_active())
         );
+        assert!(
+            visits
+                .iter()
+                .all(|v| v.block.end() - v.time.end() == Duration::minutes(5))
+        );
+        let used: std::collections::HashSet<_> = visits.iter().map(|v| v.doctor_id).collect();
+        assert_eq!(used.len(), 6, "every demo doctor has history");
+        let no_shows = visits
+            .iter()
+            .filter(|v| v.status == AppointmentStatus::NoShow)
+            .count();
+        assert!(no_shows > 100 && no_shows < 1000, "{no_shows}");
     }
 }

@@ -276,6 +276,19 @@ pub struct ProviderAlert {
     pub status: AppointmentStatus,
 }
 
+/// What the suggestions endpoint showed a patient.
+#[derive(Debug, Clone)]
+pub struct SuggestionLog {
+    /// To whom.
+    pub patient: UserId,
+    /// For which doctor.
+    pub doctor: DoctorId,
+    /// When.
+    pub shown_at: DateTime<Utc>,
+    /// The slot starts shown.
+    pub starts: Vec<DateTime<Utc>>,
+}
+
 /// A past visit with the alternatives that were offered when it was booked.
 #[derive(Debug, Clone)]
 pub struct PastVisit {
@@ -421,6 +434,10 @@ pub trait Store: CalendarStore {
         doctor: DoctorId,
         starts: &[DateTime<Utc>],
     ) -> Result<(), StoreError>;
+
+    /// Bulk-loads suggestion logs (patient, doctor, shown at, slots shown),
+    /// e.g. the offered alternatives of imported history.
+    async fn import_suggestion_logs(&self, logs: &[SuggestionLog]) -> Result<u64, StoreError>;
 
     /// Bulk-loads past (inactive) appointments, e.g. imported history.
     async fn import_past_appointments(&self, list: &[Appointment]) -> Result<u64, StoreError>;

@@ -38,7 +38,8 @@ use uuid::Uuid;
 
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
-    PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
+    PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, SuggestionLog, UserRecord,
+    VisitTypeRecord,
 };
 use crate::domain::Email;
 
@@ -1469,6 +1470,34 @@ impl Store for PgStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn import_suggestion_logs(&self, logs: &[SuggestionLog]) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO suggestion_log (patient_id, doctor_id, shown_at, starts)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .await
+            .map_err(unavailable)?;
+        // Pipelined: one round trip for the lot, not one per row.
+        let inserts = logs.iter().map(|l| {
+            let stmt = &stmt;
+            let tx = &tx;
+            async move {
+                tx.execute(stmt, &[&l.patient.0, &l.doctor.0, &l.shown_at, &l.starts])
+                    .await
+            }
+        });
+        let n: u64 = futures::future::try_join_all(inserts)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .sum();
+        tx.commit().await.map_err(unavailable)?;
+        Ok(n)
     }
 
     async fn import_past_appointments(&self, list: &[Appointment]) -> Result<u64, StoreError> {

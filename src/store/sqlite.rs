@@ -79,7 +79,8 @@ use uuid::Uuid;
 
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
-    PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, UserRecord, VisitTypeRecord,
+    PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, SuggestionLog, UserRecord,
+    VisitTypeRecord,
 };
 use crate::domain::{Email, Role};
 
@@ -1755,6 +1756,43 @@ impl Store for SqliteStore {
             )?
             .query_map([uid(id.0)], history_entry)?
             .collect()
+        })
+        .await
+    }
+
+    async fn import_suggestion_logs(&self, logs: &[SuggestionLog]) -> Result<u64, StoreError> {
+        let rows: Vec<(String, String, i64, String)> = logs
+            .iter()
+            .map(|l| {
+                let starts: Vec<i64> = l.starts.iter().map(|t| us(*t)).collect();
+                Ok((
+                    uid(l.patient.0),
+                    uid(l.doctor.0),
+                    us(l.shown_at),
+                    serde_json::to_string(&starts).map_err(unavailable)?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let mut n = 0;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO suggestion_log (patient_id, doctor_id, shown_at, starts)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(unavailable)?;
+                for r in &rows {
+                    n += insert
+                        .execute(params![r.0, r.1, r.2, r.3])
+                        .map_err(unavailable)? as u64;
+                }
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(n)
         })
         .await
     }

@@ -221,3 +221,36 @@ async fn shown_suggestions_become_the_offered_alternatives_of_the_visit() {
     let row = docspot::suggest::past_visit(&past[0]);
     assert_eq!(row.offered, shown);
 }
+
+#[actix_web::test]
+async fn the_model_beats_the_baselines_on_docspots_own_exported_history() {
+    let app = spawn_app().await;
+    let store = app.state.store.as_ref();
+    docspot::demo::seed(store, 6000).await.unwrap();
+    // What `docspot ml export` writes, evaluated as `docspot ml evaluate` does.
+    let rows: Vec<_> = store
+        .past_outcomes(200_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|v| docspot::suggest::has_outcome(&v.appointment))
+        .map(docspot::suggest::past_visit)
+        .collect();
+    assert_eq!(rows.len(), 6000);
+    assert!(
+        rows.iter().all(|r| r.offered.len() == 5),
+        "every visit knows what was offered"
+    );
+    let r = docspot_ml::evaluate(&rows, &docspot_ml::TrainOptions::default()).unwrap();
+    let (hit, earliest, popular) = (
+        r.hit_at_3.unwrap(),
+        r.earliest_hit_at_3.unwrap(),
+        r.popularity_hit_at_3.unwrap(),
+    );
+    assert!(hit > earliest + 0.1 && hit > popular + 0.1, "{r:?}");
+    assert!(
+        r.ndcg_at_5.unwrap() > r.earliest_ndcg_at_5.unwrap() + 0.05,
+        "{r:?}"
+    );
+    assert!(r.roc_auc > r.baseline_roc_auc + 0.02, "{r:?}");
+}
