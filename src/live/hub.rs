@@ -160,6 +160,8 @@ pub struct LiveHub {
     store: Arc<dyn Store>,
     replay: usize,
     topics: HashMap<Key, TopicState>,
+    /// Board lines being computed, per doctor: the number of the latest ask.
+    board_asks: HashMap<DoctorId, u64>,
 }
 
 impl LiveHub {
@@ -177,6 +179,7 @@ impl LiveHub {
             store,
             replay: replay.max(1),
             topics: HashMap::new(),
+            board_asks: HashMap::new(),
         }
     }
 
@@ -691,14 +694,23 @@ impl Handler<Change> for LiveHub {
             let calendars = self.calendars.clone();
             let store = self.store.clone();
             let doctor = c.doctor_id;
+            // Asks for one doctor's line may finish out of order: only the
+            // latest one asked is sent, so a stale line never wins.
+            let asked = self.board_asks.entry(doctor).or_default();
+            *asked += 1;
+            let this_ask = *asked;
             let fut = async move {
                 let line = calendars.ask(doctor, Board).await.ok()?;
                 let name = store.doctor(doctor).await.ok().flatten()?.name;
                 Some(BoardEntry { name, line })
             };
             ctx.spawn(fut.into_actor(self).map(move |entry, hub, ctx| {
-                if let Some(doctor) = entry {
-                    hub.emit(clinic, DeltaData::Board { doctor }, None, ctx);
+                let latest = hub.board_asks.get(&doctor) == Some(&this_ask);
+                if latest {
+                    hub.board_asks.remove(&doctor);
+                    if let Some(line) = entry {
+                        hub.emit(clinic, DeltaData::Board { doctor: line }, None, ctx);
+                    }
                 }
             }));
         }
