@@ -263,16 +263,7 @@ pub async fn seed(store: &dyn Store, past_appointments: usize) -> Result<DemoRep
             time_zone: chrono_tz::America::New_York,
             rules,
             exceptions: vec![],
-            visit_types: vec![VisitType {
-                id: vt.id,
-                name: vt.name,
-                duration_minutes: vt.duration_minutes,
-                buffer_before_minutes: vt.buffer_before_minutes,
-                buffer_after_minutes: vt.buffer_after_minutes,
-                fee_cents: vt.fee_cents,
-                currency: vt.currency,
-                is_default: true,
-            }],
+            visit_types: vec![VisitType::from(vt)],
             booking_horizon: Duration::days(14),
             cancellation_cutoff: Duration::minutes(120),
         });

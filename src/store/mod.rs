@@ -173,6 +173,22 @@ pub struct VisitTypeRecord {
     pub is_default: bool,
 }
 
+impl From<VisitTypeRecord> for docspot_actors::domain::VisitType {
+    /// The scheduling view of a stored visit type.
+    fn from(v: VisitTypeRecord) -> Self {
+        docspot_actors::domain::VisitType {
+            id: v.id,
+            name: v.name,
+            duration_minutes: v.duration_minutes,
+            buffer_before_minutes: v.buffer_before_minutes,
+            buffer_after_minutes: v.buffer_after_minutes,
+            fee_cents: v.fee_cents,
+            currency: v.currency,
+            is_default: v.is_default,
+        }
+    }
+}
+
 /// A weekly availability rule row.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuleRecord {

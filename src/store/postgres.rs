@@ -720,19 +720,7 @@ impl CalendarStore for PgStore {
                 .collect::<Result<_, StoreError>>()?,
             visit_types: visit_types
                 .iter()
-                .map(|r| {
-                    let v = visit_type(r);
-                    VisitType {
-                        id: v.id,
-                        name: v.name,
-                        duration_minutes: v.duration_minutes,
-                        buffer_before_minutes: v.buffer_before_minutes,
-                        buffer_after_minutes: v.buffer_after_minutes,
-                        fee_cents: v.fee_cents,
-                        currency: v.currency,
-                        is_default: v.is_default,
-                    }
-                })
+                .map(|r| VisitType::from(visit_type(r)))
                 .collect(),
             booking_horizon: Duration::days(i64::from(head.get::<_, i32>("booking_horizon_days"))),
             cancellation_cutoff: Duration::minutes(i64::from(

@@ -1173,19 +1173,7 @@ impl CalendarStore for SqliteStore {
                 .prepare_cached(
                     "SELECT * FROM visit_types WHERE doctor_id = ?1 ORDER BY created_at, rowid",
                 )?
-                .query_map([&id], |r| {
-                    let v = visit_type(r)?;
-                    Ok(VisitType {
-                        id: v.id,
-                        name: v.name,
-                        duration_minutes: v.duration_minutes,
-                        buffer_before_minutes: v.buffer_before_minutes,
-                        buffer_after_minutes: v.buffer_after_minutes,
-                        fee_cents: v.fee_cents,
-                        currency: v.currency,
-                        is_default: v.is_default,
-                    })
-                })?
+                .query_map([&id], |r| visit_type(r).map(VisitType::from))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(Some(DoctorSchedule {
                 doctor_id: doctor,
