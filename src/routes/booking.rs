@@ -521,7 +521,11 @@ pub async fn create_hold(
         .as_deref()
         .map(VisitTypeId::parse)
         .transpose()?;
-    // No hoarding: a patient holds only a few slots at a time.
+    // No hoarding: a patient holds only a few slots at a time. Counting and
+    // claiming happen under the patient's gate, so parallel requests (to
+    // different doctors, whose actors know nothing of each other) cannot all
+    // count the same holds and overshoot the cap.
+    let _gate = hold_gate(user.id).await;
     let cap = state.settings.security.max_holds_per_patient;
     let now = chrono::Utc::now();
     let holding = state
@@ -555,6 +559,23 @@ pub async fn create_hold(
         )
         .await?;
     Ok(HttpResponse::Created().json(AppointmentOut::from(a)))
+}
+
+/// Serializes one patient's hold requests on this node.
+///
+/// Why a fixed set of striped locks rather than one lock per patient: the
+/// memory stays bounded whatever the number of patients, and two patients
+/// sharing a stripe only wait for each other's short count-and-claim. Across
+/// nodes the cap is best effort (each node gates its own requests); the
+/// per-account rate limit bounds what a patient can do there.
+async fn hold_gate(
+    patient: docspot_actors::domain::UserId,
+) -> tokio::sync::MutexGuard<'static, ()> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    static STRIPES: std::sync::OnceLock<Vec<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
+    let stripes = STRIPES.get_or_init(|| (0..64).map(|_| tokio::sync::Mutex::new(())).collect());
+    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(patient.0) as usize;
+    stripes[h % stripes.len()].lock().await
 }
 
 /// Turns a hold into a booking.

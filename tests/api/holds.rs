@@ -171,3 +171,37 @@ async fn a_patient_cannot_hoard_holds() {
     expect(r, 200).await;
     expect(app.hold(&ann_t, f.doctor.id, tomorrow_at(12, 0)).await, 201).await;
 }
+
+#[actix_web::test]
+async fn parallel_holds_to_many_doctors_never_exceed_the_cap() {
+    // Each doctor's actor decides alone, so without the per-patient gate ten
+    // simultaneous holds at ten doctors would all count zero and succeed.
+    let app = spawn_app().await;
+    let clinic = app.clinic("UTC", 1440).await;
+    let mut doctors = Vec::new();
+    for i in 0..10 {
+        let f = app
+            .doctor_in(clinic, &format!("Dr. {i}"), "08:00", "18:00")
+            .await;
+        doctors.push(f.doctor.id);
+    }
+    let (_, token) = app.patient().await;
+    let results = futures::future::join_all(
+        doctors
+            .iter()
+            .map(|d| app.hold(&token, *d, tomorrow_at(9, 0))),
+    )
+    .await;
+    let mut created = 0;
+    for r in results {
+        match r.status().as_u16() {
+            201 => created += 1,
+            409 => assert_eq!(
+                r.json::<serde_json::Value>().await.unwrap()["code"],
+                "too_many_holds"
+            ),
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!(created, 3, "exactly the cap of 3 holds is granted");
+}
