@@ -260,7 +260,15 @@ impl CalendarActor {
             Ok::<_, StoreError>((schedule, active))
         };
         ctx.wait(load.into_actor(self).map(|res, act, ctx| match res {
-            Ok((None, _)) => act.phase = Phase::Missing,
+            Ok((None, _)) => {
+                // The doctor was deactivated (or removed): watchers must
+                // hear of it too, so announce under the clinic we knew
+                // before forgetting the schedule.
+                if std::mem::take(&mut act.announce_schedule) {
+                    act.announce(ChangeKind::ScheduleChanged, None);
+                }
+                act.phase = Phase::Missing;
+            }
             Ok((Some(schedule), active)) => {
                 act.phase = Phase::Ready(Box::new(schedule));
                 act.rebuild(active, ctx);

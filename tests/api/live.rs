@@ -643,3 +643,29 @@ async fn wall_displays_and_schedule_changes_update_live() {
     let d = patient_view.recv().await;
     assert_eq!(d["data"]["kind"], "schedule_changed");
 }
+
+#[actix_web::test]
+async fn watchers_hear_when_a_doctor_is_deactivated() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    let mut view = app.ws_connect(None, false).await;
+    view.subscribe(json!({"type": "subscribe", "topic": format!("doctor:{}", f.doctor.id)}))
+        .await;
+    let r = app
+        .client
+        .put(app.url(&format!("/api/v1/doctors/{}", f.doctor.id)))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Dr. Test", "active": false}))
+        .send()
+        .await
+        .unwrap();
+    expect(r, 200).await;
+    let d = view.recv().await;
+    assert_eq!(d["type"], "delta", "{d}");
+    assert_eq!(d["data"]["kind"], "schedule_changed", "{d}");
+    // And the doctor takes no bookings any more.
+    let (_, ann) = app.patient().await;
+    let r = app.book(&ann, f.doctor.id, tomorrow_at(9, 0), None).await;
+    assert_eq!(r.status().as_u16(), 404);
+}
