@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::{AppointmentOut, SlotOut, State, doctor_id, managed_doctor, parse_instant};
 use crate::{
+    audit::{Action, Actor, Audit, Outcome},
     auth::AuthUser,
     domain::Role,
     error::ApiError,
@@ -190,6 +191,7 @@ fn require_patient(user: &AuthUser) -> Result<(), ApiError> {
 pub async fn create_appointment(
     state: State,
     user: AuthUser,
+    audit: Audit,
     req: HttpRequest,
     body: web::Json<BookIn>,
 ) -> Result<HttpResponse, ApiError> {
@@ -222,6 +224,9 @@ pub async fn create_appointment(
                 },
             )
             .await?;
+        audit
+            .appointment(&state, &user, Action::AppointmentConfirm, &booked)
+            .await?;
         return Ok(HttpResponse::Created().json(AppointmentOut::from(booked)));
     }
 
@@ -229,6 +234,9 @@ pub async fn create_appointment(
     if let Some(key) = &key
         && let Some(existing) = state.store.appointment_by_key(user.id, key).await?
     {
+        audit
+            .appointment(&state, &user, Action::AppointmentRead, &existing)
+            .await?;
         return same_request(existing, doctor, start);
     }
     let a = state
@@ -243,6 +251,9 @@ pub async fn create_appointment(
                 idempotency_key: key,
             },
         )
+        .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentCreate, &a)
         .await?;
     same_request(a, doctor, start)
 }
@@ -283,10 +294,21 @@ pub struct AppointmentsOut {
 pub async fn list_appointments(
     state: State,
     user: AuthUser,
+    audit: Audit,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let list = match user.role {
-        Role::Patient => state.store.patient_appointments(user.id).await?,
+        Role::Patient => {
+            audit
+                .own(
+                    Actor::user(&user),
+                    Action::AppointmentList,
+                    user.id,
+                    Outcome::Success,
+                )
+                .await?;
+            state.store.patient_appointments(user.id).await?
+        }
         Role::Doctor | Role::ClinicAdmin => {
             let doctor = match (&q.doctor_id, user.doctor_id) {
                 (Some(d), _) => DoctorId::parse(d)?,
@@ -298,7 +320,10 @@ pub async fn list_appointments(
                     ));
                 }
             };
-            managed_doctor(&state, &user, doctor).await?;
+            let d = managed_doctor(&state, &user, doctor).await?;
+            audit
+                .calendar(&user, Action::AppointmentList, d.id, d.clinic_id)
+                .await?;
             let now = chrono::Utc::now();
             let range = TimeRange::new(now - Duration::days(366), now + Duration::days(731))?;
             let mut v = state.store.doctor_appointments(doctor, range).await?;
@@ -354,9 +379,13 @@ async fn own_appointment(
 pub async fn get_appointment(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentRead, &a)
+        .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(a)))
 }
 
@@ -366,9 +395,13 @@ pub async fn get_appointment(
 pub async fn appointment_history(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentRead, &a)
+        .await?;
     let history = state.store.history(a.id).await?;
     Ok(HttpResponse::Ok().json(json!({ "history": history })))
 }
@@ -387,6 +420,7 @@ pub struct RescheduleIn {
 pub async fn reschedule(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
     body: web::Json<RescheduleIn>,
 ) -> Result<HttpResponse, ApiError> {
@@ -403,6 +437,9 @@ pub async fn reschedule(
                 enforce_cutoff: user.role == Role::Patient,
             },
         )
+        .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentReschedule, &moved)
         .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(moved)))
 }
@@ -421,6 +458,7 @@ pub struct CancelIn {
 pub async fn cancel(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
     body: Option<web::Json<CancelIn>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -441,6 +479,9 @@ pub async fn cancel(
             },
         )
         .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentCancel, &cancelled)
+        .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(cancelled)))
 }
 
@@ -458,6 +499,7 @@ pub struct OutcomeIn {
 pub async fn record_outcome(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
     body: web::Json<OutcomeIn>,
 ) -> Result<HttpResponse, ApiError> {
@@ -488,6 +530,9 @@ pub async fn record_outcome(
             },
         )
         .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentOutcome, &done)
+        .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(done)))
 }
 
@@ -511,6 +556,7 @@ pub struct HoldIn {
 pub async fn create_hold(
     state: State,
     user: AuthUser,
+    audit: Audit,
     body: web::Json<HoldIn>,
 ) -> Result<HttpResponse, ApiError> {
     require_patient(&user)?;
@@ -554,6 +600,9 @@ pub async fn create_hold(
             },
         )
         .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentHold, &a)
+        .await?;
     Ok(HttpResponse::Created().json(AppointmentOut::from(a)))
 }
 
@@ -563,6 +612,7 @@ pub async fn create_hold(
 pub async fn confirm_hold(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let a = own_appointment(&state, &user, appointment_id(&path)?).await?;
@@ -576,6 +626,9 @@ pub async fn confirm_hold(
             },
         )
         .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentConfirm, &booked)
+        .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(booked)))
 }
 
@@ -585,6 +638,7 @@ pub async fn confirm_hold(
 pub async fn release_hold(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let a = own_appointment(&state, &user, appointment_id(&path)?).await?;
@@ -607,6 +661,9 @@ pub async fn release_hold(
             },
         )
         .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentCancel, &released)
+        .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(released)))
 }
 
@@ -624,6 +681,7 @@ pub struct DayQuery {
 pub async fn doctor_day(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
     q: web::Query<DayQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -647,6 +705,9 @@ pub async fn doctor_day(
     };
     let next = date.succ_opt().unwrap_or(date);
     let range = TimeRange::new(midnight(date), midnight(next))?;
+    audit
+        .calendar(&user, Action::DoctorDayRead, doctor.id, doctor.clinic_id)
+        .await?;
     let list = state.store.doctor_appointments(doctor.id, range).await?;
     let offset =
         chrono::Offset::fix(&tz.offset_from_utc_datetime(&range.start().naive_utc())).to_string();
