@@ -756,11 +756,26 @@ impl Audit {
         action: Action,
         a: &Appointment,
     ) -> Result<(), ApiError> {
+        self.appointment_outcome(state, user, action, a, Outcome::Success)
+            .await
+    }
+
+    /// Like [`Self::appointment`], with the outcome (e.g. a refused
+    /// attempt on someone else's appointment).
+    pub async fn appointment_outcome(
+        &self,
+        state: &AppState,
+        user: &AuthUser,
+        action: Action,
+        a: &Appointment,
+        outcome: Outcome,
+    ) -> Result<(), ApiError> {
         let clinic = self.log.clinic_of(state, a.doctor_id).await;
         self.record(NewEntry {
             patient_id: Some(a.patient_id.0),
             resource: Some(("appointment", a.id.0)),
             clinic_id: clinic.map(|c| c.0),
+            outcome,
             ..self.entry(Actor::user(user), action)
         })
         .await

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::parse_instant;
 use crate::{
-    audit::{Action, Actor, Audit, AuditEntry, AuditFilter, NewEntry},
+    audit::{Action, Actor, Audit, AuditEntry, AuditFilter, NewEntry, Outcome},
     auth::AuthUser,
     domain::Role,
     error::ApiError,
@@ -128,6 +128,12 @@ pub async fn audit_log(
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if user.role != Role::ClinicAdmin {
+        audit
+            .record(NewEntry {
+                outcome: Outcome::Denied,
+                ..audit.entry(Actor::user(&user), Action::AuditRead)
+            })
+            .await?;
         return Err(ApiError::forbidden("only clinic admins read the audit log"));
     }
     let filter = q.parse(user.clinic_id.map(|c| c.0))?;

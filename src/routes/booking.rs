@@ -207,7 +207,7 @@ pub async fn create_appointment(
 
     if let Some(hold) = &body.hold_id {
         let hold = AppointmentId::parse(hold)?;
-        let a = own_appointment(&state, &user, hold).await?;
+        let a = own_appointment(&state, &user, &audit, Action::AppointmentConfirm, hold).await?;
         if a.doctor_id != doctor || a.time.start() != start {
             return Err(ApiError::unprocessable(
                 "hold_mismatch",
@@ -337,10 +337,13 @@ pub async fn list_appointments(
 }
 
 /// Loads an appointment the caller may see: the patient's own, the doctor's,
-/// or one in an admin's clinic. Others get 404 so ids leak nothing.
+/// or one in an admin's clinic. Others get 404 so ids leak nothing, and
+/// their attempt at `action` is recorded as denied.
 async fn visible_appointment(
     state: &State,
     user: &AuthUser,
+    audit: &Audit,
+    action: Action,
     id: AppointmentId,
 ) -> Result<Appointment, ApiError> {
     let not_found = || ApiError::not_found("appointment_not_found", "appointment not found");
@@ -353,19 +356,31 @@ async fn visible_appointment(
             None => false,
         },
     };
-    if ok { Ok(a) } else { Err(not_found()) }
+    if ok {
+        Ok(a)
+    } else {
+        audit
+            .appointment_outcome(state, user, action, &a, Outcome::Denied)
+            .await?;
+        Err(not_found())
+    }
 }
 
 /// Like [`visible_appointment`], but only the patient's own.
 async fn own_appointment(
     state: &State,
     user: &AuthUser,
+    audit: &Audit,
+    action: Action,
     id: AppointmentId,
 ) -> Result<Appointment, ApiError> {
-    let a = visible_appointment(state, user, id).await?;
+    let a = visible_appointment(state, user, audit, action, id).await?;
     if a.patient_id == user.id {
         Ok(a)
     } else {
+        audit
+            .appointment_outcome(state, user, action, &a, Outcome::Denied)
+            .await?;
         Err(ApiError::not_found(
             "appointment_not_found",
             "appointment not found",
@@ -382,7 +397,14 @@ pub async fn get_appointment(
     audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentRead,
+        appointment_id(&path)?,
+    )
+    .await?;
     audit
         .appointment(&state, &user, Action::AppointmentRead, &a)
         .await?;
@@ -398,7 +420,14 @@ pub async fn appointment_history(
     audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentRead,
+        appointment_id(&path)?,
+    )
+    .await?;
     audit
         .appointment(&state, &user, Action::AppointmentRead, &a)
         .await?;
@@ -424,7 +453,14 @@ pub async fn reschedule(
     path: web::Path<String>,
     body: web::Json<RescheduleIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentReschedule,
+        appointment_id(&path)?,
+    )
+    .await?;
     let start = parse_instant("start", &body.start)?;
     let moved = state
         .calendars
@@ -462,7 +498,14 @@ pub async fn cancel(
     path: web::Path<String>,
     body: Option<web::Json<CancelIn>>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentCancel,
+        appointment_id(&path)?,
+    )
+    .await?;
     let reason = body
         .and_then(|b| b.into_inner().reason)
         .map(|r| r.chars().take(500).collect::<String>());
@@ -503,7 +546,14 @@ pub async fn record_outcome(
     path: web::Path<String>,
     body: web::Json<OutcomeIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentOutcome,
+        appointment_id(&path)?,
+    )
+    .await?;
     if user.role == Role::Patient {
         return Err(ApiError::forbidden(
             "only the doctor or a clinic admin records outcomes",
@@ -615,7 +665,14 @@ pub async fn confirm_hold(
     audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = own_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = own_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentConfirm,
+        appointment_id(&path)?,
+    )
+    .await?;
     let booked = state
         .calendars
         .ask(
@@ -641,7 +698,14 @@ pub async fn release_hold(
     audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = own_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = own_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentCancel,
+        appointment_id(&path)?,
+    )
+    .await?;
     if a.status != AppointmentStatus::Held {
         return Err(ApiError::conflict(
             "invalid_transition",

@@ -188,6 +188,12 @@ async fn admins_see_only_their_clinic_and_patients_and_doctors_are_refused() {
         let r = app.get(token, "/api/v1/audit").await;
         assert_eq!(expect(r, 403).await["code"], "forbidden");
     }
+    let refused = entries(&app, &root, "action=audit.read").await;
+    let refused: Vec<_> = refused
+        .iter()
+        .filter(|e| e["outcome"] == "denied")
+        .collect();
+    assert_eq!(refused.len(), 2, "both refusals are recorded: {refused:?}");
     let r = app
         .client
         .get(app.url("/api/v1/audit"))
@@ -215,6 +221,38 @@ async fn admins_see_only_their_clinic_and_patients_and_doctors_are_refused() {
     let reads = entries(&app, &admin_a, "action=audit.read").await;
     assert!(!reads.is_empty());
     assert!(reads.iter().all(|e| e["clinic_id"] == a.clinic.to_string()));
+}
+
+#[actix_web::test]
+async fn attempts_on_someone_elses_appointment_are_recorded_as_denied() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (owner, owner_t) = app.patient().await;
+    let (intruder, intruder_t) = app.patient().await;
+    let booked = expect(app.book(&owner_t, f.doctor.id, later(9), None).await, 201).await;
+    let id = booked["id"].as_str().unwrap();
+    let r = app
+        .get(&intruder_t, &format!("/api/v1/appointments/{id}"))
+        .await;
+    assert_eq!(expect(r, 404).await["code"], "appointment_not_found");
+    let r = app
+        .post(
+            &intruder_t,
+            &format!("/api/v1/appointments/{id}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(expect(r, 404).await["code"], "appointment_not_found");
+
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    let tried = entries(&app, &admin, &format!("actor_id={}", intruder.id)).await;
+    assert_eq!(actions(&tried), ["appointment.read", "appointment.cancel"]);
+    for e in &tried {
+        assert_eq!(e["outcome"], "denied");
+        assert_eq!(e["patient_id"], owner.id.to_string());
+        assert_eq!(e["resource_id"], id);
+    }
+    assert_eq!(app.raw_status(id.parse().unwrap()).await.0, "booked");
 }
 
 #[actix_web::test]
