@@ -613,3 +613,36 @@ async fn concurrent_requests_on_two_nodes_form_one_gapless_chain() {
     let via_b = entries(&b, &root, "action=appointment.list&limit=1000").await;
     assert_eq!(via_b.len(), 40);
 }
+
+#[actix_web::test]
+async fn the_audit_endpoint_is_in_the_openapi_document() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    let doc = expect(r, 200).await;
+    let op = &doc["paths"]["/api/v1/audit"]["get"];
+    let params: Vec<&str> = op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "patient_id",
+        "actor_id",
+        "action",
+        "from",
+        "to",
+        "after_seq",
+        "limit",
+    ] {
+        assert!(params.contains(&p), "{p} documented: {params:?}");
+    }
+    assert!(op["responses"]["403"].is_object());
+    assert!(doc["components"]["schemas"]["AuditEntry"].is_object());
+    assert!(doc["components"]["schemas"]["AuditPage"].is_object());
+}
