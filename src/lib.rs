@@ -9,6 +9,7 @@
 //! - [`config`]: layered settings (`config/base.toml` + env file + `DOCSPOT_…`).
 //! - [`startup`]: builds the server from settings and a bound listener.
 //! - [`routes`]: HTTP handlers and the OpenAPI document.
+//! - [`audit`]: the append-only, hash-chained audit log of patient data access.
 //! - [`auth`]: password hashing, access and refresh tokens, the caller extractor.
 //! - [`error`]: the one mapping from errors to RFC 9457 problem+json.
 //! - [`store`]: the storage trait; PostgreSQL and embedded SQLite backends.
@@ -18,6 +19,7 @@
 //! - [`demo`]: the demo clinic and its synthetic booking history.
 //! - [`telemetry`]: logging set-up.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;

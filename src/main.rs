@@ -53,6 +53,22 @@ enum Command {
         #[command(subcommand)]
         command: MlCommand,
     },
+    /// Audit-log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit chain: gapless seqs, every prev_hash and hash, and
+    /// the head. Exits non-zero at the first break.
+    Verify {
+        /// Entries read per query.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +185,22 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!("{}", report.table());
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { batch },
+        } => {
+            open_store(&settings, true).await?;
+            let backend = settings.backend().map_err(|e| anyhow::anyhow!(e))?;
+            let store = docspot::audit::open(&backend)?;
+            match docspot::audit::verify(store.as_ref(), batch).await? {
+                docspot::audit::Verdict::Ok { count, head_hash } => {
+                    println!("audit chain OK: {count} entries, head hash {head_hash}");
+                }
+                docspot::audit::Verdict::Broken { seq, reason } => {
+                    eprintln!("audit chain BROKEN at seq {seq}: {reason}");
+                    std::process::exit(2);
+                }
             }
         }
         Command::Migrate => {

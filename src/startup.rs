@@ -13,6 +13,7 @@ use docspot_actors::{
 use tracing_actix_web::TracingLogger;
 
 use crate::{
+    audit::{self, AuditLog},
     auth::TokenKeys,
     config::{Backend, Settings},
     demo,
@@ -196,6 +197,12 @@ impl Application {
             bus,
             suggester: suggester.clone(),
         });
+        // The store opened (and migrated) the database: the audit chain's
+        // tables exist.
+        let audit_log = web::Data::new(AuditLog::start(
+            audit::open(&settings.backend().map_err(StartupError::Config)?)
+                .map_err(|e| StoreError(e.to_string()))?,
+        ));
         let hub = web::Data::new(hub);
         let limits = web::Data::new(limits);
         let keys = web::Data::new(keys);
@@ -208,6 +215,7 @@ impl Application {
                 .wrap(security_headers())
                 .wrap(TracingLogger::<crate::telemetry::RedactedRootSpan>::new())
                 .app_data(app_state.clone())
+                .app_data(audit_log.clone())
                 .app_data(keys.clone())
                 .app_data(hub.clone())
                 .app_data(limits.clone())

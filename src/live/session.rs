@@ -29,6 +29,7 @@ use super::{
     },
 };
 use crate::{
+    audit::{Action, Actor as AuditActor, Audit, Outcome},
     auth::{AuthUser, TokenKeys},
     domain::Role,
     routes::State,
@@ -72,6 +73,9 @@ pub struct WsSession {
     topics: HashSet<Key>,
     limits: SessionLimits,
     last_heard: Instant,
+    /// Records private subscriptions: one that streams a patient's
+    /// appointments or a doctor's alerts (patient ids) is a read.
+    audit: Audit,
 }
 
 impl WsSession {
@@ -174,22 +178,28 @@ impl WsSession {
         if let Key::Provider(doctor) = key {
             let state = self.state.clone();
             let user = self.user.clone();
+            let audit = self.audit.clone();
             // Whether an admin may watch depends on the doctor's clinic: ask
-            // the store, then continue in the actor.
+            // the store, then continue in the actor. The subscription starts
+            // only once its audit entry is committed.
             let check = async move {
                 let Some(user) = user else {
                     return Err("unauthorized");
                 };
                 match user.role {
-                    Role::Doctor if user.doctor_id == Some(doctor) => Ok(()),
+                    Role::Doctor if user.doctor_id == Some(doctor) => {}
                     Role::ClinicAdmin => match state.store.doctor(doctor).await {
-                        Ok(Some(d)) if user.administers(d.clinic_id) => Ok(()),
-                        Ok(Some(_)) => Err("forbidden"),
-                        Ok(None) => Err("doctor_not_found"),
-                        Err(_) => Err("store_unavailable"),
+                        Ok(Some(d)) if user.administers(d.clinic_id) => {}
+                        Ok(Some(_)) => return Err("forbidden"),
+                        Ok(None) => return Err("doctor_not_found"),
+                        Err(_) => return Err("store_unavailable"),
                     },
-                    _ => Err("forbidden"),
+                    _ => return Err("forbidden"),
                 }
+                audit
+                    .doctor(&state, &user, Action::LiveSubscribe, doctor)
+                    .await
+                    .map_err(|_| "audit_unavailable")
             };
             ctx.wait(check.into_actor(self).map(move |res, act, ctx| match res {
                 Ok(()) => act.join(key, topic, None, resume, ctx),
@@ -223,6 +233,25 @@ impl WsSession {
             }
             _ => None,
         };
+        if let (Key::Me(patient), Some(user)) = (key, &self.user) {
+            let audit = self.audit.clone();
+            let actor = AuditActor::user(user);
+            let record = async move {
+                audit
+                    .own(actor, Action::LiveSubscribe, patient, Outcome::Success)
+                    .await
+            };
+            ctx.wait(record.into_actor(self).map(move |res, act, ctx| match res {
+                Ok(()) => act.join(key, topic, range, resume, ctx),
+                Err(_) => act.error(
+                    ctx,
+                    "audit_unavailable",
+                    "the audit log could not be written; try again",
+                    Some(&topic),
+                ),
+            }));
+            return;
+        }
         self.join(key, topic, range, resume, ctx);
     }
 
@@ -380,6 +409,7 @@ pub async fn live(
     state: State,
     hub: web::Data<Addr<LiveHub>>,
     limits: web::Data<SessionLimits>,
+    audit: Audit,
     q: web::Query<UpgradeQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let keys = state.keys.clone();
@@ -426,6 +456,7 @@ pub async fn live(
         topics: HashSet::new(),
         limits: **limits,
         last_heard: Instant::now(),
+        audit,
     };
     let protocols: &[&str] = match encoding {
         Encoding::MsgPack => &[MSGPACK_PROTOCOL],

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::State;
 use crate::{
+    audit::{Action, Actor, Audit, NewEntry, Outcome},
     auth::{hash_password_blocking, new_refresh_token, refresh_digest, verify_password},
     domain::{Email, Password, Role},
     error::ApiError,
@@ -66,7 +67,11 @@ pub fn parse_name(field: &str, s: &str) -> Result<String, ApiError> {
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterIn,
     responses((status = 201, body = AccountOut), (status = 409, body = crate::error::Problem, description = "email_taken"),
         (status = 422, body = crate::error::Problem)))]
-pub async fn register(state: State, body: web::Json<RegisterIn>) -> Result<HttpResponse, ApiError> {
+pub async fn register(
+    state: State,
+    audit: Audit,
+    body: web::Json<RegisterIn>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let email = Email::parse(&body.email)?;
     let password = Password::parse(&body.password)?;
@@ -82,6 +87,15 @@ pub async fn register(state: State, body: web::Json<RegisterIn>) -> Result<HttpR
             clinic_id: None,
             password_hash,
         })
+        .await?;
+    audit
+        .record(account_entry(
+            &audit,
+            Actor::ANONYMOUS,
+            Action::AuthRegister,
+            Some(&user),
+            Outcome::Success,
+        ))
         .await?;
     Ok(HttpResponse::Created().json(AccountOut::from(user)))
 }
@@ -130,7 +144,11 @@ fn oauth_error(error: &str, description: &str) -> HttpResponse {
 #[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth",
     request_body(content = TokenIn, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, body = TokenOut), (status = 400, description = "OAuth error: invalid_request, invalid_grant, unsupported_grant_type")))]
-pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpResponse, ApiError> {
+pub async fn token(
+    state: State,
+    audit: Audit,
+    form: web::Form<TokenIn>,
+) -> Result<HttpResponse, ApiError> {
     let form = form.into_inner();
     let user = match form.grant_type.as_deref() {
         Some("password") => {
@@ -154,8 +172,32 @@ pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpRespons
                 .await
                 .unwrap_or(false);
             match found {
-                Some(u) if ok => u,
-                _ => return Ok(oauth_error("invalid_grant", "invalid username or password")),
+                Some(u) if ok => {
+                    audit
+                        .record(account_entry(
+                            &audit,
+                            actor_of(&u),
+                            Action::AuthLogin,
+                            Some(&u),
+                            Outcome::Success,
+                        ))
+                        .await?;
+                    u
+                }
+                // The account tried (if it exists) is recorded by id: the
+                // e-mail typed is personal data and stays out of the log.
+                other => {
+                    audit
+                        .record(account_entry(
+                            &audit,
+                            Actor::ANONYMOUS,
+                            Action::AuthLoginFailed,
+                            other.as_ref(),
+                            Outcome::Denied,
+                        ))
+                        .await?;
+                    return Ok(oauth_error("invalid_grant", "invalid username or password"));
+                }
             }
         }
         Some("refresh_token") => {
@@ -170,13 +212,40 @@ pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpRespons
                 .await?;
             match outcome {
                 RefreshOutcome::Rotated { user, .. } => {
+                    audit
+                        .record(account_entry(
+                            &audit,
+                            actor_of(&user),
+                            Action::AuthRefresh,
+                            Some(&user),
+                            Outcome::Success,
+                        ))
+                        .await?;
                     return token_response(&state, &user, next);
                 }
                 RefreshOutcome::Reused => {
+                    audit
+                        .record(account_entry(
+                            &audit,
+                            Actor::ANONYMOUS,
+                            Action::AuthRefreshFailed,
+                            None,
+                            Outcome::Denied,
+                        ))
+                        .await?;
                     tracing::warn!("refresh token replayed; its family was revoked");
                     return Ok(oauth_error("invalid_grant", "refresh token already used"));
                 }
                 RefreshOutcome::Invalid => {
+                    audit
+                        .record(account_entry(
+                            &audit,
+                            Actor::ANONYMOUS,
+                            Action::AuthRefreshFailed,
+                            None,
+                            Outcome::Denied,
+                        ))
+                        .await?;
                     return Ok(oauth_error(
                         "invalid_grant",
                         "refresh token is invalid or expired",
@@ -193,6 +262,33 @@ pub async fn token(state: State, form: web::Form<TokenIn>) -> Result<HttpRespons
         None => return Ok(oauth_error("invalid_request", "grant_type is required")),
     };
     issue(&state, user, Uuid::now_v7()).await
+}
+
+/// The acting account.
+fn actor_of(u: &UserRecord) -> Actor {
+    Actor {
+        id: Some(u.id.0),
+        role: u.role.as_str(),
+    }
+}
+
+/// An account event: the account as the resource, as the patient when it
+/// is a patient's, and its clinic (staff) so clinic admins see their staff's
+/// logins.
+fn account_entry(
+    audit: &Audit,
+    actor: Actor,
+    action: Action,
+    account: Option<&UserRecord>,
+    outcome: Outcome,
+) -> NewEntry {
+    NewEntry {
+        patient_id: account.filter(|u| u.role == Role::Patient).map(|u| u.id.0),
+        resource: account.map(|u| ("user", u.id.0)),
+        clinic_id: account.and_then(|u| u.clinic_id).map(|c| c.0),
+        outcome,
+        ..audit.entry(actor, action)
+    }
 }
 
 /// A new login: a fresh refresh-token family.

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::{AppointmentOut, SlotOut, State, doctor_id, managed_doctor, parse_instant};
 use crate::{
+    audit::{Action, Actor, Audit, Outcome},
     auth::AuthUser,
     domain::Role,
     error::ApiError,
@@ -190,6 +191,7 @@ fn require_patient(user: &AuthUser) -> Result<(), ApiError> {
 pub async fn create_appointment(
     state: State,
     user: AuthUser,
+    audit: Audit,
     req: HttpRequest,
     body: web::Json<BookIn>,
 ) -> Result<HttpResponse, ApiError> {
@@ -205,7 +207,7 @@ pub async fn create_appointment(
 
     if let Some(hold) = &body.hold_id {
         let hold = AppointmentId::parse(hold)?;
-        let a = own_appointment(&state, &user, hold).await?;
+        let a = own_appointment(&state, &user, &audit, Action::AppointmentConfirm, hold).await?;
         if a.doctor_id != doctor || a.time.start() != start {
             return Err(ApiError::unprocessable(
                 "hold_mismatch",
@@ -222,6 +224,9 @@ pub async fn create_appointment(
                 },
             )
             .await?;
+        audit
+            .appointment(&state, &user, Action::AppointmentConfirm, &booked)
+            .await?;
         return Ok(HttpResponse::Created().json(AppointmentOut::from(booked)));
     }
 
@@ -229,6 +234,9 @@ pub async fn create_appointment(
     if let Some(key) = &key
         && let Some(existing) = state.store.appointment_by_key(user.id, key).await?
     {
+        audit
+            .appointment(&state, &user, Action::AppointmentRead, &existing)
+            .await?;
         return same_request(existing, doctor, start);
     }
     let a = state
@@ -243,6 +251,9 @@ pub async fn create_appointment(
                 idempotency_key: key,
             },
         )
+        .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentCreate, &a)
         .await?;
     same_request(a, doctor, start)
 }
@@ -283,10 +294,21 @@ pub struct AppointmentsOut {
 pub async fn list_appointments(
     state: State,
     user: AuthUser,
+    audit: Audit,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let list = match user.role {
-        Role::Patient => state.store.patient_appointments(user.id).await?,
+        Role::Patient => {
+            audit
+                .own(
+                    Actor::user(&user),
+                    Action::AppointmentList,
+                    user.id,
+                    Outcome::Success,
+                )
+                .await?;
+            state.store.patient_appointments(user.id).await?
+        }
         Role::Doctor | Role::ClinicAdmin => {
             let doctor = match (&q.doctor_id, user.doctor_id) {
                 (Some(d), _) => DoctorId::parse(d)?,
@@ -298,7 +320,10 @@ pub async fn list_appointments(
                     ));
                 }
             };
-            managed_doctor(&state, &user, doctor).await?;
+            let d = managed_doctor(&state, &user, doctor).await?;
+            audit
+                .calendar(&user, Action::AppointmentList, d.id, d.clinic_id)
+                .await?;
             let now = chrono::Utc::now();
             let range = TimeRange::new(now - Duration::days(366), now + Duration::days(731))?;
             let mut v = state.store.doctor_appointments(doctor, range).await?;
@@ -312,10 +337,13 @@ pub async fn list_appointments(
 }
 
 /// Loads an appointment the caller may see: the patient's own, the doctor's,
-/// or one in an admin's clinic. Others get 404 so ids leak nothing.
+/// or one in an admin's clinic. Others get 404 so ids leak nothing, and
+/// their attempt at `action` is recorded as denied.
 async fn visible_appointment(
     state: &State,
     user: &AuthUser,
+    audit: &Audit,
+    action: Action,
     id: AppointmentId,
 ) -> Result<Appointment, ApiError> {
     let not_found = || ApiError::not_found("appointment_not_found", "appointment not found");
@@ -328,19 +356,31 @@ async fn visible_appointment(
             None => false,
         },
     };
-    if ok { Ok(a) } else { Err(not_found()) }
+    if ok {
+        Ok(a)
+    } else {
+        audit
+            .appointment_outcome(state, user, action, &a, Outcome::Denied)
+            .await?;
+        Err(not_found())
+    }
 }
 
 /// Like [`visible_appointment`], but only the patient's own.
 async fn own_appointment(
     state: &State,
     user: &AuthUser,
+    audit: &Audit,
+    action: Action,
     id: AppointmentId,
 ) -> Result<Appointment, ApiError> {
-    let a = visible_appointment(state, user, id).await?;
+    let a = visible_appointment(state, user, audit, action, id).await?;
     if a.patient_id == user.id {
         Ok(a)
     } else {
+        audit
+            .appointment_outcome(state, user, action, &a, Outcome::Denied)
+            .await?;
         Err(ApiError::not_found(
             "appointment_not_found",
             "appointment not found",
@@ -354,9 +394,20 @@ async fn own_appointment(
 pub async fn get_appointment(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentRead,
+        appointment_id(&path)?,
+    )
+    .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentRead, &a)
+        .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(a)))
 }
 
@@ -366,9 +417,20 @@ pub async fn get_appointment(
 pub async fn appointment_history(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentRead,
+        appointment_id(&path)?,
+    )
+    .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentRead, &a)
+        .await?;
     let history = state.store.history(a.id).await?;
     Ok(HttpResponse::Ok().json(json!({ "history": history })))
 }
@@ -387,10 +449,18 @@ pub struct RescheduleIn {
 pub async fn reschedule(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
     body: web::Json<RescheduleIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentReschedule,
+        appointment_id(&path)?,
+    )
+    .await?;
     let start = parse_instant("start", &body.start)?;
     let moved = state
         .calendars
@@ -403,6 +473,9 @@ pub async fn reschedule(
                 enforce_cutoff: user.role == Role::Patient,
             },
         )
+        .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentReschedule, &moved)
         .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(moved)))
 }
@@ -421,10 +494,18 @@ pub struct CancelIn {
 pub async fn cancel(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
     body: Option<web::Json<CancelIn>>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentCancel,
+        appointment_id(&path)?,
+    )
+    .await?;
     let reason = body
         .and_then(|b| b.into_inner().reason)
         .map(|r| r.chars().take(500).collect::<String>());
@@ -440,6 +521,9 @@ pub async fn cancel(
                 holds_only: false,
             },
         )
+        .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentCancel, &cancelled)
         .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(cancelled)))
 }
@@ -458,10 +542,18 @@ pub struct OutcomeIn {
 pub async fn record_outcome(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
     body: web::Json<OutcomeIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = visible_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentOutcome,
+        appointment_id(&path)?,
+    )
+    .await?;
     if user.role == Role::Patient {
         return Err(ApiError::forbidden(
             "only the doctor or a clinic admin records outcomes",
@@ -488,6 +580,9 @@ pub async fn record_outcome(
             },
         )
         .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentOutcome, &done)
+        .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(done)))
 }
 
@@ -511,6 +606,7 @@ pub struct HoldIn {
 pub async fn create_hold(
     state: State,
     user: AuthUser,
+    audit: Audit,
     body: web::Json<HoldIn>,
 ) -> Result<HttpResponse, ApiError> {
     require_patient(&user)?;
@@ -558,6 +654,9 @@ pub async fn create_hold(
             },
         )
         .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentHold, &a)
+        .await?;
     Ok(HttpResponse::Created().json(AppointmentOut::from(a)))
 }
 
@@ -584,9 +683,17 @@ async fn hold_gate(
 pub async fn confirm_hold(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = own_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = own_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentConfirm,
+        appointment_id(&path)?,
+    )
+    .await?;
     let booked = state
         .calendars
         .ask(
@@ -597,6 +704,9 @@ pub async fn confirm_hold(
             },
         )
         .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentConfirm, &booked)
+        .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(booked)))
 }
 
@@ -606,9 +716,17 @@ pub async fn confirm_hold(
 pub async fn release_hold(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = own_appointment(&state, &user, appointment_id(&path)?).await?;
+    let a = own_appointment(
+        &state,
+        &user,
+        &audit,
+        Action::AppointmentCancel,
+        appointment_id(&path)?,
+    )
+    .await?;
     if a.status != AppointmentStatus::Held {
         return Err(ApiError::conflict(
             "invalid_transition",
@@ -628,6 +746,9 @@ pub async fn release_hold(
             },
         )
         .await?;
+    audit
+        .appointment(&state, &user, Action::AppointmentCancel, &released)
+        .await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(released)))
 }
 
@@ -645,6 +766,7 @@ pub struct DayQuery {
 pub async fn doctor_day(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
     q: web::Query<DayQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -668,6 +790,9 @@ pub async fn doctor_day(
     };
     let next = date.succ_opt().unwrap_or(date);
     let range = TimeRange::new(midnight(date), midnight(next))?;
+    audit
+        .calendar(&user, Action::DoctorDayRead, doctor.id, doctor.clinic_id)
+        .await?;
     let list = state.store.doctor_appointments(doctor.id, range).await?;
     let offset =
         chrono::Offset::fix(&tz.offset_from_utc_datetime(&range.start().naive_utc())).to_string();

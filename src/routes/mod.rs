@@ -3,6 +3,7 @@
 //! never write appointments themselves.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod booking;
 pub mod health;
@@ -179,6 +180,7 @@ pub fn require_admin(user: &AuthUser, clinic: ClinicId) -> Result<(), ApiError> 
         admin::create_doctor, admin::update_doctor, admin::create_doctor_account,
         admin::create_visit_type, admin::list_rules, admin::create_rule, admin::delete_rule,
         admin::list_exceptions, admin::create_exception, admin::delete_exception,
+        audit::audit_log,
     ),
     components(schemas(crate::error::Problem, SlotOut, AppointmentOut)),
     modifiers(&BearerAuth),
@@ -278,6 +280,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/holds", web::post().to(booking::create_hold))
                 .route("/holds/{id}/confirm", web::post().to(booking::confirm_hold))
                 .route("/holds/{id}", web::delete().to(booking::release_hold))
+                .route("/audit", web::get().to(audit::audit_log))
                 .route("/clinics", web::post().to(admin::create_clinic))
                 .route("/clinics", web::get().to(admin::list_clinics))
                 .route("/clinics/{id}", web::get().to(admin::get_clinic))

@@ -96,6 +96,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/V3__suggestion_log.sql"),
     ),
+    (5, include_str!("../../migrations/sqlite/V5__audit_log.sql")),
 ];
 
 /// Read-only connections in the pool.
@@ -2187,7 +2188,7 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(fks, 1);
-        assert_eq!(version, 3);
+        assert_eq!(version, 5);
         assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(version));
     }
 
@@ -3168,7 +3169,11 @@ mod tests {
         let version: i64 = lock(&store.inner.writer)
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3, "upgraded through every later migration");
+        assert_eq!(
+            version,
+            MIGRATIONS.last().map_or(0, |m| m.0),
+            "upgraded through every later migration"
+        );
         // The old data is intact and raised no alerts.
         let old = store.appointment(id).await.unwrap().unwrap();
         assert_eq!(old.status, Booked);
@@ -3205,7 +3210,7 @@ mod tests {
         let version: i64 = lock(&store.inner.writer)
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, MIGRATIONS.last().map_or(0, |m| m.0));
         assert_eq!(
             store
                 .provider_alerts_after(doctor, 0, 100)

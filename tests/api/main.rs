@@ -6,6 +6,7 @@
 
 mod admin;
 mod alerts;
+mod audit;
 mod auth;
 mod booking;
 mod concurrency;

@@ -1,0 +1,192 @@
+//! The audit chain in PostgreSQL.
+//!
+//! Its own small pool, apart from the booking store's: an audit append
+//! waiting on the chain-head lock never holds a connection the calendars
+//! need to commit bookings.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{NoTls, Row, types::ToSql};
+use uuid::Uuid;
+
+use super::{AuditEntry, AuditError, AuditFilter, AuditStore, Hash, Head, NewEntry};
+
+/// Connections in the audit pool: the writer needs one, queries and
+/// verification the rest.
+const POOL: usize = 4;
+
+const COLS: &str = "seq, at, actor_id, actor_role, action, patient_id, resource_type, \
+    resource_id, clinic_id, client_ip, request_id, outcome, prev_hash, hash";
+
+/// The PostgreSQL audit store.
+pub struct PgAudit {
+    pool: Pool,
+}
+
+impl PgAudit {
+    /// A pool on `url` (connections open lazily).
+    pub fn connect(url: &str) -> Result<Self, AuditError> {
+        let cfg = tokio_postgres::Config::from_str(url).map_err(AuditError::from)?;
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(POOL)
+            .build()
+            .map_err(AuditError::from)?;
+        Ok(PgAudit { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, AuditError> {
+        self.pool.get().await.map_err(AuditError::from)
+    }
+}
+
+fn entry(r: &Row) -> Result<AuditEntry, AuditError> {
+    Ok(AuditEntry {
+        seq: r.get("seq"),
+        at: r.get("at"),
+        actor_id: r.get("actor_id"),
+        actor_role: r.get("actor_role"),
+        action: r.get("action"),
+        patient_id: r.get("patient_id"),
+        resource_type: r.get("resource_type"),
+        resource_id: r.get("resource_id"),
+        clinic_id: r.get("clinic_id"),
+        client_ip: r.get("client_ip"),
+        request_id: r.get("request_id"),
+        outcome: r.get("outcome"),
+        prev_hash: Hash::from_slice(r.get("prev_hash"))?,
+        hash: Hash::from_slice(r.get("hash"))?,
+    })
+}
+
+#[async_trait]
+impl AuditStore for PgAudit {
+    async fn append(&self, batch: Vec<NewEntry>) -> Result<Vec<AuditEntry>, AuditError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(AuditError::from)?;
+        // The head lock serializes every node's appends until commit.
+        let head = tx
+            .query_one(
+                "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+                &[],
+            )
+            .await
+            .map_err(AuditError::from)?;
+        let (mut seq, mut hash): (i64, [u8; 32]) = (head.get(0), Hash::from_slice(head.get(1))?.0);
+        let mut chained = Vec::with_capacity(batch.len());
+        for e in batch {
+            let c = e.chain(seq, hash);
+            seq = c.seq;
+            hash = c.hash.0;
+            chained.push(c);
+        }
+        // One statement for the whole batch: columns as arrays, unnested.
+        let seqs: Vec<i64> = chained.iter().map(|e| e.seq).collect();
+        let ats: Vec<DateTime<Utc>> = chained.iter().map(|e| e.at).collect();
+        let actors: Vec<Option<Uuid>> = chained.iter().map(|e| e.actor_id).collect();
+        let roles: Vec<&str> = chained.iter().map(|e| e.actor_role.as_str()).collect();
+        let actions: Vec<&str> = chained.iter().map(|e| e.action.as_str()).collect();
+        let patients: Vec<Option<Uuid>> = chained.iter().map(|e| e.patient_id).collect();
+        let rtypes: Vec<Option<&str>> =
+            chained.iter().map(|e| e.resource_type.as_deref()).collect();
+        let rids: Vec<Option<Uuid>> = chained.iter().map(|e| e.resource_id).collect();
+        let clinics: Vec<Option<Uuid>> = chained.iter().map(|e| e.clinic_id).collect();
+        let ips: Vec<Option<&str>> = chained.iter().map(|e| e.client_ip.as_deref()).collect();
+        let reqs: Vec<Option<&str>> = chained.iter().map(|e| e.request_id.as_deref()).collect();
+        let outcomes: Vec<&str> = chained.iter().map(|e| e.outcome.as_str()).collect();
+        let prevs: Vec<&[u8]> = chained.iter().map(|e| &e.prev_hash.0[..]).collect();
+        let hashes: Vec<&[u8]> = chained.iter().map(|e| &e.hash.0[..]).collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO audit_log ({COLS})
+                 SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::text[],
+                    $5::text[], $6::uuid[], $7::text[], $8::uuid[], $9::uuid[], $10::text[],
+                    $11::text[], $12::text[], $13::bytea[], $14::bytea[])"
+            ),
+            &[
+                &seqs, &ats, &actors, &roles, &actions, &patients, &rtypes, &rids, &clinics, &ips,
+                &reqs, &outcomes, &prevs, &hashes,
+            ],
+        )
+        .await
+        .map_err(AuditError::from)?;
+        tx.execute(
+            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+            &[&seq, &&hash[..]],
+        )
+        .await
+        .map_err(AuditError::from)?;
+        tx.commit().await.map_err(AuditError::from)?;
+        Ok(chained)
+    }
+
+    async fn query(&self, f: AuditFilter) -> Result<Vec<AuditEntry>, AuditError> {
+        let action = f.action.map(|a| a.as_str());
+        let limit = f.limit as i64;
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &f.after_seq,
+            &f.clinic_id,
+            &f.patient_id,
+            &f.actor_id,
+            &action,
+            &f.from,
+            &f.to,
+            &limit,
+        ];
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {COLS} FROM audit_log
+                     WHERE seq > $1
+                       AND ($2::uuid IS NULL OR clinic_id = $2)
+                       AND ($3::uuid IS NULL OR patient_id = $3)
+                       AND ($4::uuid IS NULL OR actor_id = $4)
+                       AND ($5::text IS NULL OR action = $5)
+                       AND ($6::timestamptz IS NULL OR at >= $6)
+                       AND ($7::timestamptz IS NULL OR at < $7)
+                     ORDER BY seq LIMIT $8"
+                ),
+                &params,
+            )
+            .await
+            .map_err(AuditError::from)?;
+        rows.iter().map(entry).collect()
+    }
+
+    async fn scan(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, AuditError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!("SELECT {COLS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"),
+                &[&after, &(limit as i64)],
+            )
+            .await
+            .map_err(AuditError::from)?;
+        rows.iter().map(entry).collect()
+    }
+
+    async fn head(&self) -> Result<Head, AuditError> {
+        let r = self
+            .client()
+            .await?
+            .query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
+            .await
+            .map_err(AuditError::from)?;
+        Ok(Head {
+            seq: r.get(0),
+            hash: Hash::from_slice(r.get(1))?,
+        })
+    }
+}
