@@ -58,6 +58,7 @@ const STRINGS = {
     today_booked: "Booked",
     doctor: "Doctor",
     none_free: "—",
+    full_screen: "Full screen",
     // provider
     provider_title: "Provider",
     provider_need_doctor: "Sign in with a doctor account.",
@@ -136,6 +137,7 @@ const STRINGS = {
     today_booked: "Gebucht",
     doctor: "Ärztin/Arzt",
     none_free: "—",
+    full_screen: "Vollbild",
     provider_title: "Praxisansicht",
     provider_need_doctor: "Bitte mit einem Arztkonto anmelden.",
     today: "Heute",

@@ -33,7 +33,7 @@ const live = new Live((up) => {
 // ---- search -------------------------------------------------------------
 
 async function loadClinics() {
-  const clinics = await api.get("/api/v1/clinics", { anonymous: true });
+  const { clinics } = await api.get("/api/v1/clinics", { anonymous: true });
   const sel = $("q-clinic");
   sel.replaceChildren(el("option", { value: "" }, t("any_clinic")),
     ...clinics.map((c) => el("option", { value: c.id }, c.name)));
