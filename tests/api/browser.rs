@@ -269,6 +269,30 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     };
     let started_id = started.id;
     app.insert_raw(started).await;
+    // Some history for the charts: visits on past days, kept and missed.
+    for (days_ago, hour, status) in [
+        (1, 9, "completed"),
+        (1, 10, "completed"),
+        (2, 9, "no_show"),
+        (3, 11, "completed"),
+        (8, 9, "completed"),
+        (9, 14, "no_show"),
+        (10, 9, "completed"),
+        (15, 10, "completed"),
+    ] {
+        let day = (now - Span::days(days_ago)).date_naive();
+        app.insert_raw(RawAppointment {
+            id: Uuid::now_v7(),
+            doctor: fx.doctor.id.0,
+            patient: patient.id.0,
+            visit_type: fx.visit_type.0,
+            start: day.and_hms_opt(hour, 0, 0).unwrap().and_utc(),
+            minutes: 30,
+            status,
+            hold_expires_at: None,
+        })
+        .await;
+    }
 
     let driver = Driver::start().await;
     let b = driver.session(1280, 1000).await;
@@ -296,6 +320,8 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     b.screenshot("provider-alert").await;
     b.js("document.getElementById('stats').scrollIntoView()", json!([])).await;
     b.screenshot("provider-stats").await;
+    let rate = b.text("#no-show").await;
+    assert!(rate.ends_with("25 %"), "2 of 8 visits missed: {rate}");
 
     // Mark the started visit completed.
     let done = format!("#today li[data-id='{started_id}'] button.completed");

@@ -163,10 +163,14 @@ function svg(tag, attrs = {}, ...kids) {
 
 /** A bar chart of `values` (0..max) with `labels`; `fmt` for the tooltip. */
 function barChart(values, labels, max, fmt, label) {
-  const w = 600, h = 160, pad = 20;
+  const w = 900, h = 130, pad = 40;
   const n = Math.max(values.length, 1), bw = (w - pad) / n;
   const chart = svg("svg", { viewBox: `0 0 ${w} ${h + pad}`, role: "img", "aria-label": label, class: "bars" });
   chart.append(svg("line", { x1: pad, y1: h, x2: w, y2: h, class: "axis" }));
+  const top = svg("text", { x: 2, y: 18, class: "tick start" });
+  top.textContent = fmt(max);
+  chart.append(top);
+  chart.append(svg("line", { x1: pad, y1: 10, x2: w, y2: 10, class: "grid" }));
   values.forEach((v, i) => {
     const bh = max > 0 && v !== null ? (v / max) * (h - 10) : 0;
     const x = pad + i * bw;
