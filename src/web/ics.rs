@@ -101,7 +101,11 @@ pub fn render(e: &IcsEvent) -> String {
         format!("DESCRIPTION:{}", escape_text(&e.description)),
         format!(
             "STATUS:{}",
-            if e.cancelled { "CANCELLED" } else { "CONFIRMED" }
+            if e.cancelled {
+                "CANCELLED"
+            } else {
+                "CONFIRMED"
+            }
         ),
         "TRANSP:OPAQUE".to_string(),
         "END:VEVENT".to_string(),
@@ -138,9 +142,7 @@ pub async fn appointment_ics(
         None => None,
     };
     let doctor_name = doctor.map(|d| d.name).unwrap_or_default();
-    let (clinic_name, address) = clinic
-        .map(|c| (c.name, c.address))
-        .unwrap_or_default();
+    let (clinic_name, address) = clinic.map(|c| (c.name, c.address)).unwrap_or_default();
     let event = IcsEvent {
         uid: format!("{}@docspot", a.id.0),
         stamp: Utc::now(),
@@ -240,7 +242,10 @@ mod tests {
         assert!(s.contains("\r\nSTATUS:CONFIRMED\r\n"));
         // No bare LF anywhere.
         assert_eq!(s.matches('\n').count(), s.matches("\r\n").count());
-        let cancelled = render(&IcsEvent { cancelled: true, ..e });
+        let cancelled = render(&IcsEvent {
+            cancelled: true,
+            ..e
+        });
         assert!(cancelled.contains("\r\nSTATUS:CANCELLED\r\n"));
     }
 }

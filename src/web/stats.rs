@@ -306,7 +306,10 @@ mod tests {
             Utc.with_ymd_and_hms(2026, 11, 15, 23, 0, 0).unwrap(),
         );
         // Open 09:00–11:00 Berlin (08:00–10:00 UTC) on 3 and 10 November.
-        let windows = vec![range(at(3, 8, 0), at(3, 10, 0)), range(at(10, 8, 0), at(10, 10, 0))];
+        let windows = vec![
+            range(at(3, 8, 0), at(3, 10, 0)),
+            range(at(10, 8, 0), at(10, 10, 0)),
+        ];
         let list = vec![
             appt(at(3, 8, 0), 30, AppointmentStatus::Completed), // 09:00 local
             appt(at(3, 8, 30), 30, AppointmentStatus::NoShow),   // 09:30

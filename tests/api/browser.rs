@@ -107,7 +107,8 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
     a.screenshot("patient-hold-360").await;
 
     a.click("#hold-confirm").await;
-    a.wait_visible("#appointments li.appointment.booked", SECS_10).await;
+    a.wait_visible("#appointments li.appointment.booked", SECS_10)
+        .await;
     assert!(!a.text("#message").await.is_empty());
 
     // Now the timed part: from Alice's click to Bob's screen, under 1 s.
@@ -135,23 +136,46 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
     )
     .await;
     b.screenshot("patient-desktop").await;
-    a.js("document.getElementById('mine').scrollIntoView()", json!([])).await;
+    a.js(
+        "document.getElementById('mine').scrollIntoView()",
+        json!([]),
+    )
+    .await;
     a.screenshot("patient-booked-360").await;
 
     // Cancel the second one: Bob sees the slot come back.
-    let appointments = expect(app.get(&app.state.keys.issue(&alice).unwrap(), "/api/v1/appointments").await, 200).await;
+    let appointments = expect(
+        app.get(
+            &app.state.keys.issue(&alice).unwrap(),
+            "/api/v1/appointments",
+        )
+        .await,
+        200,
+    )
+    .await;
     let second_id = appointments["appointments"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|x| x["start"].as_str().map(|s| s.parse::<chrono::DateTime<Utc>>().unwrap())
-            == Some(second.parse().unwrap()))
+        .find(|x| {
+            x["start"]
+                .as_str()
+                .map(|s| s.parse::<chrono::DateTime<Utc>>().unwrap())
+                == Some(second.parse().unwrap())
+        })
         .expect("the second appointment")["id"]
         .as_str()
         .unwrap()
         .to_string();
-    a.click(&format!("#appointments li[data-id='{second_id}'] button.cancel")).await;
-    a.wait_visible(&format!("#appointments li.cancelled[data-id='{second_id}']"), SECS_10).await;
+    a.click(&format!(
+        "#appointments li[data-id='{second_id}'] button.cancel"
+    ))
+    .await;
+    a.wait_visible(
+        &format!("#appointments li.cancelled[data-id='{second_id}']"),
+        SECS_10,
+    )
+    .await;
     b.wait_visible(&slot_css(&second), SECS_5).await;
 
     // The .ics download: a real file with the visit in UTC.
@@ -164,11 +188,18 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
         .as_str()
         .unwrap()
         .to_string();
-    a.click(&format!("#appointments li[data-id='{first_id}'] button.ics")).await;
+    a.click(&format!(
+        "#appointments li[data-id='{first_id}'] button.ics"
+    ))
+    .await;
     let file = a.downloads.join(format!("docspot-{first_id}.ics"));
     let deadline = Instant::now() + SECS_10;
     while !file.exists() {
-        assert!(Instant::now() < deadline, "no download at {}", file.display());
+        assert!(
+            Instant::now() < deadline,
+            "no download at {}",
+            file.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ics = std::fs::read_to_string(&file).unwrap();
@@ -178,7 +209,10 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
         ics.contains(&format!("DTSTART:{}\r\n", start.format("%Y%m%dT%H%M%SZ"))),
         "{ics}"
     );
-    assert!(ics.contains("SUMMARY:Appointment with Dr. Ada Browser"), "{ics}");
+    assert!(
+        ics.contains("SUMMARY:Appointment with Dr. Ada Browser"),
+        "{ics}"
+    );
 
     assert_clean_console(&a, "patient (phone)").await;
     assert_clean_console(&b, "patient (desktop)").await;
@@ -198,8 +232,11 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
 async fn the_wall_display_updates_live_after_a_booking_through_the_api() {
     let app = spawn_app().await;
     let clinic = app.clinic("Europe/Berlin", 0).await;
-    let fx = app.doctor_in(clinic, "Dr. Wall One", "06:00", "22:00").await;
-    app.doctor_in(clinic, "Dr. Wall Two", "09:00", "17:00").await;
+    let fx = app
+        .doctor_in(clinic, "Dr. Wall One", "06:00", "22:00")
+        .await;
+    app.doctor_in(clinic, "Dr. Wall Two", "09:00", "17:00")
+        .await;
     let (_, token) = app.patient().await;
     let driver = Driver::start().await;
     let b = driver.session(1920, 1080).await;
@@ -251,7 +288,9 @@ async fn the_wall_display_updates_live_after_a_booking_through_the_api() {
 async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     let app = spawn_app().await;
     let clinic = app.clinic("UTC", 0).await;
-    let fx = app.doctor_in(clinic, "Dr. Pia Provider", "00:00", "23:30").await;
+    let fx = app
+        .doctor_in(clinic, "Dr. Pia Provider", "00:00", "23:30")
+        .await;
     let (doctor_user, _) = app.user(Role::Doctor, Some(&fx.doctor), None).await;
     let (patient, token) = app.patient().await;
     // A visit that started a minute ago, written before the calendar loads,
@@ -311,14 +350,19 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
         .await;
     expect(app.book(&token, fx.doctor.id, slots[0], None).await, 201).await;
     let t0 = Instant::now();
-    b.wait_visible("#alerts li[data-kind='booked']", SECS_5).await;
+    b.wait_visible("#alerts li[data-kind='booked']", SECS_5)
+        .await;
     b.wait_visible(".toast", SECS_5).await;
     assert!(t0.elapsed() < SECS_5);
     let toast = b.text(".toast").await;
     assert!(toast.starts_with("New booking"), "{toast}");
-    b.wait_visible(&format!("#week li[data-id]"), SECS_5).await;
+    b.wait_visible("#week li[data-id]", SECS_5).await;
     b.screenshot("provider-alert").await;
-    b.js("document.getElementById('stats').scrollIntoView()", json!([])).await;
+    b.js(
+        "document.getElementById('stats').scrollIntoView()",
+        json!([]),
+    )
+    .await;
     b.screenshot("provider-stats").await;
     let rate = b.text("#no-show").await;
     assert!(rate.ends_with("25 %"), "2 of 8 visits missed: {rate}");
@@ -327,7 +371,11 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     let done = format!("#today li[data-id='{started_id}'] button.completed");
     b.wait_visible(&done, SECS_5).await;
     b.click(&done).await;
-    b.wait_visible(&format!("#today li.completed[data-id='{started_id}']"), SECS_10).await;
+    b.wait_visible(
+        &format!("#today li.completed[data-id='{started_id}']"),
+        SECS_10,
+    )
+    .await;
     assert_eq!(app.raw_status(started_id).await.0, "completed");
 
     // German, from the one strings table; times still in the clinic zone.

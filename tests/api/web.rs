@@ -22,7 +22,10 @@ async fn pages_and_assets_are_served_with_the_page_policy_and_etags() {
     for (path, ty) in [
         ("/", "text/html; charset=utf-8"),
         ("/provider", "text/html; charset=utf-8"),
-        ("/display/0193d0c2-0000-7000-8000-000000000000", "text/html; charset=utf-8"),
+        (
+            "/display/0193d0c2-0000-7000-8000-000000000000",
+            "text/html; charset=utf-8",
+        ),
         ("/assets/app.css", "text/css; charset=utf-8"),
         ("/assets/patient.js", "text/javascript; charset=utf-8"),
         ("/sw.js", "text/javascript; charset=utf-8"),
@@ -67,10 +70,20 @@ async fn pages_and_assets_are_served_with_the_page_policy_and_etags() {
     assert_eq!(manifest["display"], "standalone");
 
     // Unknown assets are a problem+json 404, and the API keeps its policy.
-    let r = app.client.get(app.url("/assets/nope.js")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/assets/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(header(&r, "content-type"), "application/problem+json");
-    let r = app.client.get(app.url("/api/v1/doctors")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/api/v1/doctors"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         header(&r, "content-security-policy"),
         "default-src 'none'; frame-ancestors 'none'"
@@ -94,15 +107,24 @@ async fn an_appointment_downloads_as_an_rfc5545_file_for_those_who_may_see_it() 
     assert_eq!(header(&r, "content-type"), "text/calendar; charset=utf-8");
     assert!(header(&r, "content-disposition").starts_with("attachment; filename=\"docspot-"));
     let body = r.text().await.unwrap();
-    assert!(body.starts_with("BEGIN:VCALENDAR\r\nVERSION:2.0\r\n"), "{body}");
-    assert!(body.contains(&format!("\r\nDTSTART:{}\r\n", start.format("%Y%m%dT%H%M%SZ"))));
+    assert!(
+        body.starts_with("BEGIN:VCALENDAR\r\nVERSION:2.0\r\n"),
+        "{body}"
+    );
+    assert!(body.contains(&format!(
+        "\r\nDTSTART:{}\r\n",
+        start.format("%Y%m%dT%H%M%SZ")
+    )));
     assert!(body.contains(&format!(
         "\r\nDTEND:{}\r\n",
         (start + Duration::minutes(30)).format("%Y%m%dT%H%M%SZ")
     )));
     assert!(body.contains("\r\nSUMMARY:Appointment with Dr. Test\r\n"));
     // The address has a comma: escaped as TEXT requires.
-    assert!(body.contains("\r\nLOCATION:Test Clinic\\, 1 Test Road\r\n"), "{body}");
+    assert!(
+        body.contains("\r\nLOCATION:Test Clinic\\, 1 Test Road\r\n"),
+        "{body}"
+    );
     assert!(body.contains("\r\nSTATUS:CONFIRMED\r\n"));
     assert!(body.lines().all(|l| l.len() <= 76), "folded at 75 octets");
 
@@ -117,16 +139,27 @@ async fn an_appointment_downloads_as_an_rfc5545_file_for_those_who_may_see_it() 
     assert_eq!(expect(r, 404).await["code"], "appointment_not_found");
 
     // A hold is not exportable yet.
-    let hold = expect(app.hold(&token, fx.doctor.id, tomorrow_at(11, 0)).await, 201).await;
+    let hold = expect(
+        app.hold(&token, fx.doctor.id, tomorrow_at(11, 0)).await,
+        201,
+    )
+    .await;
     let r = app
-        .get(&token, &format!("/api/v1/appointments/{}/ics", hold["id"].as_str().unwrap()))
+        .get(
+            &token,
+            &format!("/api/v1/appointments/{}/ics", hold["id"].as_str().unwrap()),
+        )
         .await;
     assert_eq!(expect(r, 409).await["code"], "not_exportable");
 
     // A cancelled visit exports as cancelled (calendar apps remove it).
     expect(
-        app.post(&token, &format!("/api/v1/appointments/{}/cancel", a["id"].as_str().unwrap()), serde_json::json!({}))
-            .await,
+        app.post(
+            &token,
+            &format!("/api/v1/appointments/{}/cancel", a["id"].as_str().unwrap()),
+            serde_json::json!({}),
+        )
+        .await,
         200,
     )
     .await;
@@ -139,14 +172,18 @@ async fn provider_stats_count_the_last_weeks_for_the_doctor_only() {
     let app = spawn_app().await;
     let fx = app.fixture().await; // UTC clinic, open 08:00–18:00 every day
     let (_, doctor) = app.user(Role::Doctor, Some(&fx.doctor), None).await;
-    let other = app.doctor_in(fx.clinic, "Dr. Other", "08:00", "18:00").await;
+    let other = app
+        .doctor_in(fx.clinic, "Dr. Other", "08:00", "18:00")
+        .await;
     let (_, other_doctor) = app.user(Role::Doctor, Some(&other.doctor), None).await;
     let (patient, patient_token) = app.patient().await;
     let (_, admin) = app.user(Role::ClinicAdmin, None, Some(fx.clinic)).await;
 
     // Past visits at 10:00 UTC, two and three days ago: one kept, one missed.
     let day = |n: i64| {
-        (Utc::now() - Duration::days(n)).duration_trunc(Duration::days(1)).unwrap()
+        (Utc::now() - Duration::days(n))
+            .duration_trunc(Duration::days(1))
+            .unwrap()
             + Duration::hours(10)
     };
     for (n, status) in [(2, "completed"), (3, "no_show"), (4, "cancelled")] {
@@ -172,7 +209,10 @@ async fn provider_stats_count_the_last_weeks_for_the_doctor_only() {
     assert_eq!(days.len(), 14, "today and the 13 days before");
     let on = |n: i64| {
         let date = day(n).format("%Y-%m-%d").to_string();
-        days.iter().find(|d| d["date"] == date.as_str()).unwrap().clone()
+        days.iter()
+            .find(|d| d["date"] == date.as_str())
+            .unwrap()
+            .clone()
     };
     assert_eq!(on(2)["booked"], 1);
     assert_eq!(on(3)["booked"], 1);
@@ -192,15 +232,29 @@ async fn provider_stats_count_the_last_weeks_for_the_doctor_only() {
     let r = app.get(&patient_token, &path).await;
     assert_eq!(expect(r, 403).await["code"], "forbidden");
     assert_eq!(app.get(&other_doctor, &path).await.status(), 403);
-    assert_eq!(app.client.get(app.url(&path)).send().await.unwrap().status(), 401);
+    assert_eq!(
+        app.client
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     for bad in ["0", "27"] {
         let r = app
-            .get(&doctor, &format!("/api/v1/doctors/{}/stats?weeks={bad}", fx.doctor.id.0))
+            .get(
+                &doctor,
+                &format!("/api/v1/doctors/{}/stats?weeks={bad}", fx.doctor.id.0),
+            )
             .await;
         assert_eq!(expect(r, 422).await["code"], "invalid_weeks");
     }
     let r = app
-        .get(&doctor, &format!("/api/v1/doctors/{}/stats?weeks=many", fx.doctor.id.0))
+        .get(
+            &doctor,
+            &format!("/api/v1/doctors/{}/stats?weeks=many", fx.doctor.id.0),
+        )
         .await;
     assert_eq!(r.status(), 400);
     assert_eq!(header(&r, "content-type"), "application/problem+json");
@@ -212,7 +266,8 @@ async fn provider_stats_count_the_last_weeks_for_the_doctor_only() {
 async fn doctors_are_found_by_name_and_the_new_endpoints_are_documented() {
     let app = spawn_app().await;
     let fx = app.fixture().await;
-    app.doctor_in(fx.clinic, "Dr. Amara Okafor", "08:00", "18:00").await;
+    app.doctor_in(fx.clinic, "Dr. Amara Okafor", "08:00", "18:00")
+        .await;
     let r = app
         .client
         .get(app.url("/api/v1/doctors?name=okaf"))
@@ -235,11 +290,21 @@ async fn doctors_are_found_by_name_and_the_new_endpoints_are_documented() {
         .unwrap();
     assert_eq!(expect(r, 200).await["doctors"].as_array().unwrap().len(), 2);
 
-    let doc = expect(app.client.get(app.url("/api/v1/openapi.json")).send().await.unwrap(), 200).await;
+    let doc = expect(
+        app.client
+            .get(app.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
     let paths = &doc["paths"];
     assert!(paths["/api/v1/appointments/{id}/ics"]["get"].is_object());
     assert!(paths["/api/v1/doctors/{id}/stats"]["get"].is_object());
-    let params = paths["/api/v1/doctors"]["get"]["parameters"].as_array().unwrap();
+    let params = paths["/api/v1/doctors"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
     assert!(params.iter().any(|p| p["name"] == "name"));
     assert!(doc["components"]["schemas"]["ProviderStats"].is_object());
 }

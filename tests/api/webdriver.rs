@@ -74,20 +74,28 @@ impl Driver {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = driver.http.get(format!("{}/status", driver.url)).send().await
+            if let Ok(r) = driver
+                .http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .await
                 && let Ok(v) = r.json::<Value>().await
                 && v["value"]["ready"] == true
             {
                 return driver;
             }
-            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// A fresh headless Chromium (own profile) with a `width`×`height` window.
     pub async fn session(&self, width: u32, height: u32) -> Browser {
-        let profile = std::env::temp_dir().join(format!("docspot-chromium-{}", uuid::Uuid::new_v4()));
+        let profile =
+            std::env::temp_dir().join(format!("docspot-chromium-{}", uuid::Uuid::new_v4()));
         let downloads = profile.join("downloads");
         std::fs::create_dir_all(&downloads).unwrap();
         let mut caps = json!({"capabilities": {"alwaysMatch": {
@@ -179,7 +187,13 @@ impl Browser {
     }
 
     /// Waits until `script` returns something truthy; panics with `what`.
-    pub async fn wait_for(&self, what: &str, timeout: Duration, script: &str, args: Value) -> Value {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        script: &str,
+        args: Value,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.js(script, args.clone()).await;
