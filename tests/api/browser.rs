@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     helpers::{RawAppointment, expect, spawn_app},
-    webdriver::{Browser, Driver},
+    webdriver::{Browser, Driver, Relay},
 };
 
 const SECS_5: Duration = Duration::from_secs(5);
@@ -214,6 +214,40 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
         "{ics}"
     );
 
+    // Reschedule the first visit from the list: pick a new time above.
+    let third = slot_after(&a, 5).await;
+    a.click(&format!(
+        "#appointments li[data-id='{first_id}'] button.reschedule"
+    ))
+    .await;
+    a.wait_visible("#reschedule-note", SECS_5).await;
+    a.click(&slot_css(&third)).await;
+    b.wait_visible(&slot_css(&first), SECS_5).await;
+    b.wait_for(
+        "the new time to vanish for Bob",
+        SECS_5,
+        "return !document.querySelector(arguments[0])",
+        json!([slot_css(&third)]),
+    )
+    .await;
+    let moved = expect(
+        app.get(
+            &app.state.keys.issue(&alice).unwrap(),
+            &format!("/api/v1/appointments/{first_id}"),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        moved["start"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap(),
+        third.parse::<chrono::DateTime<Utc>>().unwrap()
+    );
+
     assert_clean_console(&a, "patient (phone)").await;
     assert_clean_console(&b, "patient (desktop)").await;
     // The phone layout does not scroll sideways at 360 px.
@@ -240,7 +274,10 @@ async fn the_wall_display_updates_live_after_a_booking_through_the_api() {
     let (_, token) = app.patient().await;
     let driver = Driver::start().await;
     let b = driver.session(1920, 1080).await;
-    b.goto(&app.url(&format!("/display/{}", clinic.0))).await;
+    // The display reaches the server through a relay the test can cut.
+    let relay = Relay::start(&app.address).await;
+    b.goto(&format!("{}/display/{}", relay.address, clinic.0))
+        .await;
     let row = format!("tr[data-doctor='{}']", fx.doctor.id.0);
     b.wait_visible(&row, SECS_10).await;
     b.wait_visible("#board tr:nth-child(2)", SECS_5).await;
@@ -280,6 +317,51 @@ async fn the_wall_display_updates_live_after_a_booking_through_the_api() {
         "the display says it is connected"
     );
     b.screenshot("display-after").await;
+
+    // The network drops: the board says so, then reconnects by itself and
+    // catches up with what happened meanwhile.
+    relay.cut();
+    b.wait_for(
+        "the board to notice the drop",
+        SECS_10,
+        "return document.getElementById('live-status').classList.contains('off')",
+        json!([]),
+    )
+    .await;
+    b.screenshot("display-offline").await;
+    let next_now: String = b
+        .js(
+            "return document.querySelector(arguments[0]).dataset.nextFree",
+            json!([row]),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+    expect(
+        app.book(&token, fx.doctor.id, next_now.parse().unwrap(), None)
+            .await,
+        201,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay.restore();
+    b.wait_for(
+        "the board to reconnect",
+        Duration::from_secs(15),
+        "return !document.getElementById('live-status').classList.contains('off')",
+        json!([]),
+    )
+    .await;
+    b.wait_for(
+        "the board to reconnect and catch up",
+        Duration::from_secs(15),
+        "const r = document.querySelector(arguments[0]);
+         return r && r.dataset.nextFree !== arguments[1]
+           && !document.getElementById('live-status').classList.contains('off');",
+        json!([row, next_now]),
+    )
+    .await;
     assert_clean_console(&b, "wall display").await;
     b.close().await;
 }

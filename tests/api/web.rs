@@ -308,3 +308,51 @@ async fn doctors_are_found_by_name_and_the_new_endpoints_are_documented() {
     assert!(params.iter().any(|p| p["name"] == "name"));
     assert!(doc["components"]["schemas"]["ProviderStats"].is_object());
 }
+
+#[actix_web::test]
+async fn a_wall_display_resuming_after_a_drop_gets_the_lines_that_changed_meanwhile() {
+    let app = spawn_app().await;
+    let fx = app.fixture().await;
+    let (_, token) = app.patient().await;
+    let topic = format!("clinic:{}", fx.clinic.0);
+    let mut ws = app.ws_connect(None, false).await;
+    let snap = ws
+        .subscribe(serde_json::json!({"type": "subscribe", "topic": topic}))
+        .await;
+    let (seq, epoch) = (snap["seq"].as_u64().unwrap(), snap["epoch"].clone());
+    let next_free = snap["data"]["doctors"][0]["next_free"]["start"]
+        .as_str()
+        .expect("a next free slot")
+        .to_string();
+    drop(ws);
+    // Give the server a moment to see the socket gone: nobody watches now.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    expect(
+        app.book(&token, fx.doctor.id, next_free.parse().unwrap(), None)
+            .await,
+        201,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let mut ws = app.ws_connect(None, false).await;
+    ws.send(
+        serde_json::json!({"type": "subscribe", "topic": topic, "resume_seq": seq, "epoch": epoch}),
+    )
+    .await;
+    // The missed delta, or a fresh snapshot: never silence, never stale.
+    let m = ws
+        .recv_within(3)
+        .await
+        .expect("the resumed display hears of the booking");
+    let line = match m["type"].as_str() {
+        Some("delta") => m["data"]["doctor"].clone(),
+        Some("snapshot") => m["data"]["doctors"][0].clone(),
+        _ => panic!("{m}"),
+    };
+    assert_ne!(
+        line["next_free"]["start"].as_str(),
+        Some(next_free.as_str()),
+        "{m}"
+    );
+}

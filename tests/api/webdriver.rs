@@ -308,3 +308,58 @@ impl Browser {
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
+
+/// A TCP relay between the browser and the server that can cut the network:
+/// every open connection is dropped and new ones are refused until restored.
+pub struct Relay {
+    pub address: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    pub async fn start(target: &str) -> Relay {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        };
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, watch) = tokio::sync::watch::channel(0u64);
+        let flag = up.clone();
+        actix_web::rt::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped at once: "connection reset"
+                }
+                let target = target.clone();
+                let mut watch = watch.clone();
+                // Only cuts after this connection was made end it.
+                watch.borrow_and_update();
+                actix_web::rt::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { address, up, cut }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

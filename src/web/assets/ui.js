@@ -15,13 +15,19 @@ export function el(tag, attrs = {}, ...children) {
 
 export function show(e, on) { e.hidden = !on; }
 
-/** The page's one message line (role=alert, read out by screen readers). */
+let hideTimer = null;
+/** The page's one message line (role=alert, read out by screen readers),
+ * pinned to the bottom of the screen; good news fades after a while, a
+ * click dismisses it. */
 export function message(text, isError = false) {
   const m = document.getElementById("message");
   if (!m) return;
   m.textContent = text;
   m.classList.toggle("error", isError);
   m.hidden = false;
+  m.onclick = () => { m.hidden = true; };
+  clearTimeout(hideTimer);
+  if (!isError) hideTimer = setTimeout(() => { m.hidden = true; }, 8000);
 }
 
 export function clear() {
