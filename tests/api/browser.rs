@@ -248,6 +248,48 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
         third.parse::<chrono::DateTime<Utc>>().unwrap()
     );
 
+    // Installable: the service worker is active and the manifest linked.
+    a.wait_for(
+        "the service worker",
+        SECS_10,
+        "return navigator.serviceWorker.getRegistration().then((r) => !!(r && r.active))",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        a.js(
+            "return document.querySelector('link[rel=manifest]').href",
+            json!([])
+        )
+        .await,
+        format!("{}/manifest.webmanifest", app.address)
+    );
+    // Switching the language re-renders in place, without errors.
+    a.js(
+        "const s = document.getElementById('lang'); s.value = 'de'; s.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await;
+    a.wait_for(
+        "German strings",
+        SECS_5,
+        "return document.getElementById('mine-h').textContent === 'Meine Termine'",
+        json!([]),
+    )
+    .await;
+    assert!(
+        a.js("const m = document.getElementById('message'); return m.hidden || !m.classList.contains('error')", json!([]))
+            .await
+            == true,
+        "an error was shown after switching language"
+    );
+    a.js(
+        "document.getElementById('mine').scrollIntoView()",
+        json!([]),
+    )
+    .await;
+    a.screenshot("patient-de-360").await;
+
     assert_clean_console(&a, "patient (phone)").await;
     assert_clean_console(&b, "patient (desktop)").await;
     // The phone layout does not scroll sideways at 360 px.
@@ -473,6 +515,14 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
         json!([]),
     )
     .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        b.js("const m = document.getElementById('message'); return m.hidden || !m.classList.contains('error')", json!([]))
+            .await
+            == true,
+        "an error was shown after switching language: {}",
+        b.text("#message").await
+    );
     b.screenshot("provider-de").await;
     assert_clean_console(&b, "provider").await;
     b.close().await;

@@ -16,7 +16,15 @@ export class Live {
     addEventListener("online", () => { if (!this.connected) this.reconnectNow(); });
   }
 
+  /** Watches `topic`; asking again with the same params only swaps the
+   * handler, with other params (another week) re-subscribes. */
   subscribe(topic, params, handler) {
+    const old = this.topics.get(topic);
+    if (old && JSON.stringify(old.params) === JSON.stringify(params)) {
+      old.handler = handler;
+      return;
+    }
+    if (old && this.connected) this.send({ type: "unsubscribe", topic });
     this.topics.set(topic, { params, handler, seq: null, epoch: null });
     this.sendSubscribe(topic);
   }

@@ -330,7 +330,8 @@ async function moveTo(s) {
 languageSwitch($("lang"), () => {
   if (state.doctor) { renderWeek(); renderSuggestions(); }
   renderMine();
-  onSession(api.claims());
+  const c = api.claims();
+  $("who").textContent = c ? t("signed_in_as", { role: c.role }) : "";
   loadClinics();
 });
 $("search").addEventListener("submit", search);

@@ -220,7 +220,12 @@ $("notify").addEventListener("click", async () => {
   await Notification.requestPermission();
   renderAlerts();
 });
-languageSwitch($("lang"), () => { render(); onSession(api.claims()); });
+languageSwitch($("lang"), () => {
+  const c = api.claims();
+  $("who").textContent = c ? t("signed_in_as", { role: c.role }) : "";
+  if (doctor) $("zone-note").textContent = `${doctor.name} · ${t("times_in", { zone: zone() })}`;
+  render();
+});
 api.onSession(onSession);
 onSession(api.claims());
 // Outcomes become possible as visits start: re-render every minute.
