@@ -18,6 +18,7 @@
 //! - [`suggest`]: suggested times ranked by the `docspot-ml` model.
 //! - [`demo`]: the demo clinic and its synthetic booking history.
 //! - [`telemetry`]: logging set-up.
+//! - [`web`]: the embedded web app (patient page, wall display, provider screen).
 
 pub mod audit;
 pub mod auth;
@@ -31,3 +32,4 @@ pub mod startup;
 pub mod store;
 pub mod suggest;
 pub mod telemetry;
+pub mod web;

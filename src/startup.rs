@@ -231,6 +231,7 @@ impl Application {
                 )
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
+                .configure(crate::web::configure)
                 .configure(routes::configure)
                 .default_service(web::to(not_found))
         })

@@ -690,7 +690,10 @@ impl Handler<Change> for LiveHub {
             self.provider_fetch(c.doctor_id, ctx);
         }
         let clinic = Key::Clinic(c.clinic_id);
-        if self.topics.get(&clinic).is_some_and(|t| !t.subs.is_empty()) {
+        // Also while the topic is kept without watchers: a wall display that
+        // lost its network resumes from its last `seq`, and must get the
+        // lines that changed while it was away (found by the browser test).
+        if self.topics.contains_key(&clinic) {
             let calendars = self.calendars.clone();
             let store = self.store.clone();
             let doctor = c.doctor_id;

@@ -30,6 +30,8 @@ pub struct DoctorFilter {
     pub clinic: Option<String>,
     /// Only doctors with this specialty (case-insensitive).
     pub specialty: Option<String>,
+    /// Only doctors whose name contains this text (case-insensitive).
+    pub name: Option<String>,
 }
 
 /// Doctor list.
@@ -52,7 +54,13 @@ pub async fn list_doctors(
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty());
-    let doctors = state.store.doctors(clinic, specialty).await?;
+    let mut doctors = state.store.doctors(clinic, specialty).await?;
+    // A clinic lists tens of doctors, not millions: filtering the names here
+    // keeps both stores' queries as they are.
+    if let Some(name) = q.name.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let needle = name.to_lowercase();
+        doctors.retain(|d| d.name.to_lowercase().contains(&needle));
+    }
     Ok(HttpResponse::Ok().json(DoctorsOut { doctors }))
 }
 
@@ -339,7 +347,7 @@ pub async fn list_appointments(
 /// Loads an appointment the caller may see: the patient's own, the doctor's,
 /// or one in an admin's clinic. Others get 404 so ids leak nothing, and
 /// their attempt at `action` is recorded as denied.
-async fn visible_appointment(
+pub(crate) async fn visible_appointment(
     state: &State,
     user: &AuthUser,
     audit: &Audit,

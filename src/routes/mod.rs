@@ -176,6 +176,7 @@ pub fn require_admin(user: &AuthUser, clinic: ClinicId) -> Result<(), ApiError> 
         booking::appointment_history, booking::reschedule, booking::cancel, booking::record_outcome,
         booking::create_hold, booking::confirm_hold, booking::release_hold, booking::doctor_day,
         suggest::suggestions,
+        crate::web::ics::appointment_ics, crate::web::stats::doctor_stats,
         admin::create_clinic, admin::list_clinics, admin::get_clinic, admin::update_clinic,
         admin::create_doctor, admin::update_doctor, admin::create_doctor_account,
         admin::create_visit_type, admin::list_rules, admin::create_rule, admin::delete_rule,
@@ -263,6 +264,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/appointments/{id}",
                     web::get().to(booking::get_appointment),
+                )
+                .route(
+                    "/appointments/{id}/ics",
+                    web::get().to(crate::web::ics::appointment_ics),
+                )
+                .route(
+                    "/doctors/{id}/stats",
+                    web::get().to(crate::web::stats::doctor_stats),
                 )
                 .route(
                     "/appointments/{id}/history",
