@@ -17,6 +17,8 @@
 //! - [`suggest`]: suggested times ranked by the `docspot-ml` model.
 //! - [`demo`]: the demo clinic and its synthetic booking history.
 //! - [`telemetry`]: logging set-up.
+//! - [`ratelimit`]: request rate limits and failed-login lock-outs.
+//! - [`tls`]: built-in HTTPS (rustls).
 
 pub mod auth;
 pub mod config;
@@ -24,8 +26,10 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod live;
+pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod store;
 pub mod suggest;
 pub mod telemetry;
+pub mod tls;

@@ -14,4 +14,5 @@ mod health;
 mod helpers;
 mod holds;
 mod live;
+mod security;
 mod suggestions;
