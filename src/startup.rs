@@ -278,11 +278,35 @@ impl Application {
     }
 }
 
-async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found(
-        "not_found",
-        format!("no route for {} {}", req.method(), req.path()),
-    ))
+/// No route: 404, or 405 with `Allow` when the path exists with other
+/// methods (RFC 9110 §15.5.6).
+async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    use actix_web::{
+        ResponseError,
+        http::{StatusCode, header},
+    };
+    let Some(pattern) = req.resource_map().match_pattern(req.path()) else {
+        return ApiError::not_found(
+            "not_found",
+            format!("no route for {} {}", req.method(), req.path()),
+        )
+        .error_response();
+    };
+    let allow = routes::apidoc::documented_methods(&pattern).unwrap_or("GET");
+    let mut res = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not accept {}; use {allow}",
+            req.path(),
+            req.method()
+        ),
+    )
+    .error_response();
+    if let Ok(v) = header::HeaderValue::from_str(allow) {
+        res.headers_mut().insert(header::ALLOW, v);
+    }
+    res
 }
 
 /// Breaks the calendars ↔ Redis bus construction cycle: the calendars get

@@ -20,6 +20,7 @@ use crate::{
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegisterIn {
     /// Login e-mail.
+    #[schema(format = Email)]
     pub email: String,
     /// 8 to 1024 characters.
     pub password: String,

@@ -3,6 +3,7 @@
 //! never write appointments themselves.
 
 pub mod admin;
+pub mod apidoc;
 pub mod auth;
 pub mod booking;
 pub mod health;
@@ -19,6 +20,7 @@ use docspot_actors::{
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
+use self::apidoc::ProblemResponses;
 use crate::{
     auth::{AuthUser, TokenKeys},
     config::Settings,
@@ -181,7 +183,7 @@ pub fn require_admin(user: &AuthUser, clinic: ClinicId) -> Result<(), ApiError> 
         admin::list_exceptions, admin::create_exception, admin::delete_exception,
     ),
     components(schemas(crate::error::Problem, SlotOut, AppointmentOut)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
 )]
 pub struct ApiDoc;
 

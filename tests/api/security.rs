@@ -534,3 +534,32 @@ async fn bad_tls_files_stop_start_up_with_a_clear_error() {
         .expect("start-up fails");
     assert!(err.to_string().contains("set together"), "{err}");
 }
+
+#[actix_web::test]
+async fn wrong_methods_get_405_with_allow() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .delete(app.url("/api/v1/appointments"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(expect(r, 405).await["code"], "method_not_allowed");
+    let r = app
+        .client
+        .patch(app.url(&format!("/api/v1/doctors/{}", uuid::Uuid::new_v4())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["allow"], "GET, PUT");
+    expect(r, 405).await;
+    // Unknown paths stay 404.
+    let r = app
+        .client
+        .delete(app.url("/api/v1/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect(r, 404).await["code"], "not_found");
+}
