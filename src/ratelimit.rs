@@ -28,10 +28,7 @@ use actix_web::{
     middleware::Next,
     web,
 };
-use governor::{
-    DefaultKeyedRateLimiter, Quota, RateLimiter,
-    clock::{Clock, DefaultClock},
-};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use serde::Deserialize;
 
 use crate::{auth::TokenKeys, error::ApiError};
@@ -385,7 +382,7 @@ impl RateLimits {
             too_many(
                 "rate_limited",
                 detail,
-                not_until.wait_time_from(DefaultClock::default().now()),
+                not_until.wait_time_from(limiter.clock().now()),
             )
         })
     }
