@@ -80,11 +80,35 @@ pub struct Claims {
     pub exp: i64,
 }
 
-/// Issues and checks access tokens.
-pub struct TokenKeys {
+/// One HMAC key of the key set.
+struct SigningKey {
+    kid: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
-    kid: String,
+}
+
+/// Why the token keys could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The embedded key file could not be read or created.
+    #[error("token key file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The key settings contradict themselves.
+    #[error("auth: {0}")]
+    Config(String),
+}
+
+/// Issues and checks access tokens.
+///
+/// Keys are identified by the `kid` in each token's header. One key signs
+/// new tokens; the others (previous keys during a rotation) are still
+/// accepted for verification until they are removed from the set, so a
+/// rotation logs nobody out: add the new key, make it active, and drop the
+/// old one after an access-token lifetime.
+pub struct TokenKeys {
+    /// Index of the signing key in `keys`.
+    active: usize,
+    keys: Vec<SigningKey>,
     issuer: String,
     /// Access token lifetime in seconds.
     pub access_ttl: i64,
@@ -93,33 +117,91 @@ pub struct TokenKeys {
 }
 
 impl TokenKeys {
-    /// From settings. An empty secret is replaced by a key kept in
-    /// `key_file` (created on first use, readable by the owner only) when
-    /// one is given — the embedded single-node mode — and otherwise by a
-    /// random per-process key.
+    /// From settings.
+    ///
+    /// The key set is `auth.jwt_keys` plus, when `auth.jwt_secret` is set,
+    /// that secret under `auth.jwt_kid`; `auth.active_kid` (default
+    /// `auth.jwt_kid`) names the signing key. With neither, the single key
+    /// is kept in `key_file` (created on first use, readable by the owner
+    /// only) when one is given — the embedded single-node mode — and
+    /// otherwise is random per process.
     pub fn from_settings(
         s: &AuthSettings,
         key_file: Option<&std::path::Path>,
-    ) -> std::io::Result<Self> {
-        let secret: Vec<u8> = if !s.jwt_secret.expose_secret().is_empty() {
-            s.jwt_secret.expose_secret().as_bytes().to_vec()
-        } else if let Some(path) = key_file {
-            load_or_create_key(path)?
+    ) -> Result<Self, KeyError> {
+        let mut set: Vec<(String, Vec<u8>)> = Vec::new();
+        for k in &s.jwt_keys {
+            let kid = k.kid.trim();
+            if kid.is_empty() {
+                return Err(KeyError::Config("a jwt_keys entry has an empty kid".into()));
+            }
+            let secret = k.secret.expose_secret();
+            if secret.is_empty() {
+                return Err(KeyError::Config(format!(
+                    "jwt_keys entry {kid:?} has an empty secret"
+                )));
+            }
+            set.push((kid.to_string(), secret.as_bytes().to_vec()));
+        }
+        let single = s.jwt_secret.expose_secret();
+        if !single.is_empty() {
+            set.push((s.jwt_kid.clone(), single.as_bytes().to_vec()));
+        } else if set.is_empty() {
+            let secret = if let Some(path) = key_file {
+                load_or_create_key(path)?
+            } else {
+                tracing::warn!(
+                    "auth.jwt_secret is empty: using a random key; tokens will not survive a \
+                     restart and other nodes will not accept them (set DOCSPOT_AUTH__JWT_SECRET)"
+                );
+                random_key()
+            };
+            set.push((s.jwt_kid.clone(), secret));
+        }
+        for (i, (kid, _)) in set.iter().enumerate() {
+            if set[..i].iter().any(|(k, _)| k == kid) {
+                return Err(KeyError::Config(format!(
+                    "key id {kid:?} appears twice (jwt_keys and jwt_kid must not repeat)"
+                )));
+            }
+        }
+        let active_kid = if s.active_kid.trim().is_empty() {
+            s.jwt_kid.as_str()
         } else {
-            tracing::warn!(
-                "auth.jwt_secret is empty: using a random key; tokens will not survive a restart \
-                 and other nodes will not accept them (set DOCSPOT_AUTH__JWT_SECRET)"
-            );
-            random_key()
+            s.active_kid.trim()
         };
+        let active = set
+            .iter()
+            .position(|(k, _)| k == active_kid)
+            .ok_or_else(|| {
+                KeyError::Config(format!(
+                    "active_kid {active_kid:?} is not in the key set ({})",
+                    set.iter()
+                        .map(|(k, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let keys = set
+            .into_iter()
+            .map(|(kid, secret)| SigningKey {
+                kid,
+                encoding: EncodingKey::from_secret(&secret),
+                decoding: DecodingKey::from_secret(&secret),
+            })
+            .collect();
         Ok(Self {
-            encoding: EncodingKey::from_secret(&secret),
-            decoding: DecodingKey::from_secret(&secret),
-            kid: s.jwt_kid.clone(),
+            active,
+            keys,
             issuer: s.issuer.clone(),
             access_ttl: s.access_token_ttl_secs as i64,
             refresh_ttl: s.refresh_token_ttl_secs as i64,
         })
+    }
+
+    /// The key id new tokens are signed with.
+    pub fn active_kid(&self) -> &str {
+        &self.keys[self.active].kid
     }
 
     /// A signed access token for `user`.
@@ -134,9 +216,10 @@ impl TokenKeys {
             iat: now,
             exp: now + self.access_ttl,
         };
+        let key = &self.keys[self.active];
         let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| {
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| {
             ApiError::new(
                 actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "token_signing_failed",
@@ -145,12 +228,31 @@ impl TokenKeys {
         })
     }
 
-    /// Checks signature, issuer and expiry.
+    /// Checks the key id, signature, issuer and expiry. A token whose `kid`
+    /// is not (or no longer) in the key set gets its own code,
+    /// `unknown_token_key`, so clients know to sign in again.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| ApiError::unauthorized(format!("invalid access token: {e}")))?;
+        // Only HS256 is ever issued: refusing anything else up front rules
+        // out algorithm-confusion tricks.
+        if header.alg != Algorithm::HS256 {
+            return Err(ApiError::unauthorized(
+                "invalid access token: unsupported algorithm",
+            ));
+        }
+        let kid = header.kid.unwrap_or_default();
+        let key = self.keys.iter().find(|k| k.kid == kid).ok_or_else(|| {
+            ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "unknown_token_key",
+                "the access token was signed with a key that is no longer accepted; sign in again",
+            )
+        })?;
         let mut v = Validation::new(Algorithm::HS256);
         v.set_issuer(&[&self.issuer]);
         v.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+        jsonwebtoken::decode::<Claims>(token, &key.decoding, &v)
             .map(|d| d.claims)
             .map_err(|e| ApiError::unauthorized(format!("invalid access token: {e}")))
     }
@@ -305,10 +407,90 @@ mod tests {
         AuthSettings {
             jwt_secret: secret.to_string().into(),
             jwt_kid: "k1".into(),
+            jwt_keys: Vec::new(),
+            active_kid: String::new(),
             issuer: "docspot".into(),
             access_token_ttl_secs: 60,
             refresh_token_ttl_secs: 60,
         }
+    }
+
+    fn key(kid: &str, secret: &str) -> crate::config::JwtKey {
+        crate::config::JwtKey {
+            kid: kid.into(),
+            secret: secret.to_string().into(),
+        }
+    }
+
+    #[test]
+    fn key_sets_sign_with_the_active_key_and_verify_with_any() {
+        let user = UserRecord {
+            id: UserId::new(),
+            email: "a@b.org".into(),
+            name: "A".into(),
+            role: Role::Patient,
+            doctor_id: None,
+            clinic_id: None,
+            password_hash: String::new(),
+        };
+        let old = TokenKeys::from_settings(&settings("old secret"), None).unwrap();
+        assert_eq!(old.active_kid(), "k1", "the single secret keeps its kid");
+        let old_token = old.issue(&user).unwrap();
+        // The single secret joins the set under jwt_kid.
+        let rotated = TokenKeys::from_settings(
+            &AuthSettings {
+                jwt_keys: vec![key("k2", "new secret")],
+                active_kid: "k2".into(),
+                ..settings("old secret")
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(rotated.active_kid(), "k2");
+        assert!(rotated.verify(&old_token).is_ok());
+        let new_token = rotated.issue(&user).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&new_token)
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some("k2")
+        );
+        let only_new = TokenKeys::from_settings(
+            &AuthSettings {
+                jwt_keys: vec![key("k2", "new secret")],
+                active_kid: "k2".into(),
+                ..settings("")
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            only_new.verify(&old_token).unwrap_err().code(),
+            "unknown_token_key"
+        );
+        assert!(only_new.verify(&new_token).is_ok());
+    }
+
+    #[test]
+    fn contradictory_key_sets_are_refused() {
+        let with = |keys: Vec<crate::config::JwtKey>, active: &str, secret: &str| {
+            TokenKeys::from_settings(
+                &AuthSettings {
+                    jwt_keys: keys,
+                    active_kid: active.into(),
+                    ..settings(secret)
+                },
+                None,
+            )
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+        };
+        assert!(with(vec![key("a", "x")], "b", "").contains("active_kid"));
+        assert!(with(vec![key("k1", "x")], "k1", "y").contains("twice"));
+        assert!(with(vec![key("a", "")], "a", "").contains("empty secret"));
+        assert!(with(vec![key(" ", "x")], "a", "").contains("empty kid"));
     }
 
     #[test]

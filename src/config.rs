@@ -39,6 +39,8 @@ pub struct Settings {
     pub ml: MlSettings,
     /// Browser and abuse protections.
     pub security: SecuritySettings,
+    /// Request rate limits and failed-login lock-outs.
+    pub rate_limit: crate::ratelimit::RateLimitSettings,
 }
 
 /// `[security]`
@@ -141,6 +143,12 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Largest JSON or form body.
     pub max_body_bytes: usize,
+    /// PEM certificate chain for built-in HTTPS (with `tls_key`).
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for built-in HTTPS (with `tls_cert`).
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// `[auth]`
@@ -148,14 +156,29 @@ pub struct HttpSettings {
 pub struct AuthSettings {
     /// HMAC key for access tokens; empty for a random per-process key.
     pub jwt_secret: SecretString,
-    /// Key id in token headers.
+    /// Key id of `jwt_secret` in token headers.
     pub jwt_kid: String,
+    /// More keys (rotation): each `{ kid, secret }`.
+    #[serde(default)]
+    pub jwt_keys: Vec<JwtKey>,
+    /// The key that signs new tokens (empty: `jwt_kid`).
+    #[serde(default)]
+    pub active_kid: String,
     /// Token issuer.
     pub issuer: String,
     /// Access token lifetime in seconds.
     pub access_token_ttl_secs: u64,
     /// Refresh token lifetime in seconds.
     pub refresh_token_ttl_secs: u64,
+}
+
+/// One token signing key of `auth.jwt_keys`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct JwtKey {
+    /// Key id, written in the header of tokens it signs.
+    pub kid: String,
+    /// HMAC secret (never logged).
+    pub secret: SecretString,
 }
 
 /// `[calendar]`

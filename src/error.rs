@@ -19,6 +19,8 @@ pub struct ApiError {
     code: &'static str,
     detail: String,
     alternatives: Option<Vec<Slot>>,
+    /// For 429: seconds until a retry can succeed (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 /// The problem document (RFC 9457) with DocSpot's extension members.
@@ -49,6 +51,19 @@ impl ApiError {
             code,
             detail: detail.into(),
             alternatives: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `code` and a `Retry-After` of `retry_after_secs`.
+    pub fn too_many_requests(
+        code: &'static str,
+        detail: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
         }
     }
 
@@ -116,6 +131,9 @@ impl ResponseError for ApiError {
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             res.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let Some(secs) = self.retry_after {
+            res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         res.json(body)
     }

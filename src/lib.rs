@@ -19,6 +19,8 @@
 //! - [`demo`]: the demo clinic and its synthetic booking history.
 //! - [`telemetry`]: logging set-up.
 //! - [`web`]: the embedded web app (patient page, wall display, provider screen).
+//! - [`ratelimit`]: request rate limits and failed-login lock-outs.
+//! - [`tls`]: built-in HTTPS (rustls).
 
 pub mod audit;
 pub mod auth;
@@ -27,9 +29,11 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod live;
+pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod store;
 pub mod suggest;
 pub mod telemetry;
+pub mod tls;
 pub mod web;

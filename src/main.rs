@@ -126,7 +126,12 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings.clone())
                 .await
                 .context("starting DocSpot")?;
-            let url = format!("http://{}", settings.listen);
+            let scheme = if settings.http.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let url = format!("{scheme}://{}", settings.listen);
             println!(
                 "DocSpot is serving on {url}\n  doctors:  {url}/api/v1/doctors\n  \
                  API docs: {url}/api/v1/openapi.json\n  \

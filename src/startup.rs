@@ -116,6 +116,18 @@ impl Application {
         listener: TcpListener,
     ) -> Result<Self, StartupError> {
         let port = listener.local_addr()?.port();
+        // Bad TLS files or limits stop start-up before anything is opened.
+        let tls = crate::tls::server_config(
+            settings.http.tls_cert.as_deref(),
+            settings.http.tls_key.as_deref(),
+        )
+        .map_err(|e| StartupError::Config(e.to_string()))?;
+        let rate_limits = Arc::new(
+            crate::ratelimit::RateLimits::from_settings(&settings.rate_limit)
+                .map_err(|e| StartupError::Config(e.to_string()))?,
+        );
+        rate_limits.spawn_cleanup();
+        let rate_limits = web::Data::from(rate_limits);
         let store = open_store(&settings, settings.database.migrate_on_start).await?;
         seed_demo_if_wanted(&settings, store.as_ref()).await?;
         // Holds left behind by a crashed process must not block their slots.
@@ -185,10 +197,10 @@ impl Application {
             Ok(Backend::Sqlite(db)) => Some(db.with_extension("jwt-key")),
             _ => None,
         };
-        let keys = Arc::new(TokenKeys::from_settings(
-            &settings.auth,
-            key_file.as_deref(),
-        )?);
+        let keys = Arc::new(
+            TokenKeys::from_settings(&settings.auth, key_file.as_deref())
+                .map_err(|e| StartupError::Config(e.to_string()))?,
+        );
         let state = web::Data::new(AppState {
             store,
             calendars,
@@ -209,16 +221,18 @@ impl Application {
         let max_body = settings.http.max_body_bytes;
         let app_state = state.clone();
         let cors_origins = settings.security.cors_origins.clone();
+        let hsts = tls.is_some();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(cors(&cors_origins))
-                .wrap(security_headers())
+                .wrap(security_headers(hsts))
                 .wrap(TracingLogger::<crate::telemetry::RedactedRootSpan>::new())
                 .app_data(app_state.clone())
                 .app_data(audit_log.clone())
                 .app_data(keys.clone())
                 .app_data(hub.clone())
                 .app_data(limits.clone())
+                .app_data(rate_limits.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)
@@ -236,8 +250,11 @@ impl Application {
                 .default_service(web::to(not_found))
         })
         .workers(Settings::threads(settings.http.workers))
-        .disable_signals()
-        .listen(listener)?
+        .disable_signals();
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         Ok(Self {
             port,
@@ -270,11 +287,35 @@ impl Application {
     }
 }
 
-async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found(
-        "not_found",
-        format!("no route for {} {}", req.method(), req.path()),
-    ))
+/// No route: 404, or 405 with `Allow` when the path exists with other
+/// methods (RFC 9110 §15.5.6).
+async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    use actix_web::{
+        ResponseError,
+        http::{StatusCode, header},
+    };
+    let Some(pattern) = req.resource_map().match_pattern(req.path()) else {
+        return ApiError::not_found(
+            "not_found",
+            format!("no route for {} {}", req.method(), req.path()),
+        )
+        .error_response();
+    };
+    let allow = routes::apidoc::documented_methods(&pattern).unwrap_or("GET");
+    let mut res = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not accept {}; use {allow}",
+            req.path(),
+            req.method()
+        ),
+    )
+    .error_response();
+    if let Ok(v) = header::HeaderValue::from_str(allow) {
+        res.headers_mut().insert(header::ALLOW, v);
+    }
+    res
 }
 
 /// Breaks the calendars ↔ Redis bus construction cycle: the calendars get
@@ -329,9 +370,17 @@ fn spawn_retraining(settings: &Settings, store: Arc<dyn Store>, suggester: Arc<S
 
 /// Headers on every response: no sniffing, no framing, no referrer, nothing
 /// cached (responses carry patient data), and a content security policy that
-/// allows nothing (the API serves no pages).
-fn security_headers() -> actix_web::middleware::DefaultHeaders {
-    actix_web::middleware::DefaultHeaders::new()
+/// allows nothing (the API serves no pages). Over TLS also HSTS, so browsers
+/// keep to HTTPS; never over plain HTTP, where it would be meaningless (and
+/// would wrongly pin a deployment behind a proxy that does not terminate TLS).
+fn security_headers(hsts: bool) -> actix_web::middleware::DefaultHeaders {
+    let headers = actix_web::middleware::DefaultHeaders::new();
+    let headers = if hsts {
+        headers.add(("Strict-Transport-Security", crate::tls::HSTS))
+    } else {
+        headers
+    };
+    headers
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("X-Frame-Options", "DENY"))
         .add(("Referrer-Policy", "no-referrer"))

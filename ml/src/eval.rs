@@ -1047,4 +1047,92 @@ mod tests {
         w.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         println!("largest attendance weights: {:?}", &w[..8]);
     }
+
+    /// Fuzzing the importer behind `docspot ml evaluate --csv`: whatever a
+    /// file holds, reading it never panics, and whatever `write_csv` writes
+    /// reads back unchanged.
+    mod fuzz {
+        use proptest::{collection, option, prelude::*};
+
+        use super::*;
+
+        /// Text as a user might put in a cell, commas, quotes, line breaks
+        /// and non-ASCII included. Cells are trimmed on reading, so the
+        /// generated values are too; empty cells mean "absent".
+        fn cell() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9 ,;|\"\n\r\té€-]{1,12}"
+                .prop_map(|s| s.trim().to_owned())
+                .prop_filter("a non-empty cell", |s| !s.is_empty())
+        }
+
+        fn time() -> impl Strategy<Value = DateTime<Utc>> {
+            // 1970..2100, whole seconds (the written precision).
+            (0i64..4_102_444_800).prop_map(|s| Utc.timestamp_opt(s, 0).unwrap())
+        }
+
+        fn appointment() -> impl Strategy<Value = PastAppointment> {
+            (
+                (cell(), option::of(cell()), option::of(cell())),
+                (time(), time(), any::<bool>()),
+                (
+                    option::of(-1.0e6f64..1.0e6),
+                    option::of(cell()),
+                    collection::btree_map("x_[a-z]{1,6}", cell(), 0..3),
+                    collection::vec(time(), 0..4),
+                ),
+            )
+                .prop_map(
+                    |(
+                        (patient_id, doctor_id, visit_type),
+                        (booked_at, slot_start, attended),
+                        (age, sex, extra, offered),
+                    )| PastAppointment {
+                        patient_id,
+                        doctor_id,
+                        visit_type,
+                        booked_at,
+                        slot_start,
+                        attended,
+                        age,
+                        sex,
+                        extra,
+                        offered,
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in collection::vec(any::<u8>(), 0..512)) {
+                let _ = read_csv(bytes.as_slice(), Tz::UTC);
+            }
+
+            #[test]
+            fn arbitrary_rows_under_a_valid_header_never_panic(
+                rows in collection::vec(
+                    collection::vec("[0-9a-zA-Z:+ ;|,.\"-]{0,24}", 0..8), 0..16),
+                tz in prop::sample::select(vec![Tz::UTC, Tz::Europe__Berlin, Tz::America__New_York]),
+            ) {
+                let mut text = format!("{HEADER},age,offered,doctor_id,extra\n");
+                for row in &rows {
+                    text += &row.join(",");
+                    text += "\n";
+                }
+                let d = read_csv(text.as_bytes(), tz).unwrap();
+                prop_assert!(d.appointments.len() + d.skipped <= rows.len());
+                prop_assert!(d.skip_reasons.len() <= KEPT_REASONS);
+            }
+
+            #[test]
+            fn written_rows_read_back_unchanged(rows in collection::vec(appointment(), 0..12)) {
+                let mut buf = Vec::new();
+                write_csv(&rows, &mut buf).unwrap();
+                let back = read_csv(buf.as_slice(), Tz::UTC).unwrap();
+                prop_assert_eq!(back.skipped, 0, "{:?}", back.skip_reasons);
+                prop_assert_eq!(back.appointments, rows);
+            }
+        }
+    }
 }

@@ -504,4 +504,109 @@ mod tests {
         assert_eq!(Topic::parse("doctor:nope"), None);
         assert_eq!(Topic::parse("weather:today"), None);
     }
+
+    /// Fuzzing the client frame decoder: whatever a watcher sends, decoding
+    /// answers `Ok` or `Err` and never panics; every message encodes and
+    /// decodes back to itself.
+    mod fuzz {
+        use proptest::{collection, option, prelude::*};
+
+        use super::*;
+
+        fn time() -> impl Strategy<Value = DateTime<Utc>> {
+            // Years 1..9999 with nanoseconds: anything chrono writes.
+            (-62_135_596_800i64..253_402_300_799, 0u32..1_000_000_000)
+                .prop_map(|(s, n)| DateTime::from_timestamp(s, n).unwrap())
+        }
+
+        fn client_msg() -> impl Strategy<Value = ClientMsg> {
+            prop_oneof![
+                (
+                    any::<String>(),
+                    option::of(time()),
+                    option::of(time()),
+                    option::of(any::<u64>()),
+                    option::of(any::<String>()),
+                )
+                    .prop_map(|(topic, from, to, resume_seq, epoch)| {
+                        ClientMsg::Subscribe {
+                            topic,
+                            from,
+                            to,
+                            resume_seq,
+                            epoch,
+                        }
+                    }),
+                any::<String>().prop_map(|topic| ClientMsg::Unsubscribe { topic }),
+                any::<String>().prop_map(|token| ClientMsg::Auth { token }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_binary_frames_never_panic(bytes in collection::vec(any::<u8>(), 0..256)) {
+                let _ = decode_binary(&bytes);
+            }
+
+            #[test]
+            fn arbitrary_text_frames_never_panic(text in any::<String>()) {
+                let _ = decode_text(&text);
+                let _ = Topic::parse(&text);
+            }
+
+            #[test]
+            fn json_shaped_text_frames_never_panic(
+                text in r#"[{}\[\]",:0-9a-z_\\ .eE+-]{0,64}"#,
+            ) {
+                let _ = decode_text(&text);
+                let _ = decode_text(&format!(r#"{{"type":"subscribe","topic":"me",{text}"#));
+            }
+
+            #[test]
+            fn client_messages_round_trip(m in client_msg()) {
+                let json = serde_json::to_string(&m).unwrap();
+                prop_assert_eq!(decode_text(&json).unwrap(), m.clone());
+                let packed = rmp_serde::to_vec_named(&m).unwrap();
+                prop_assert_eq!(decode_binary(&packed).unwrap(), m);
+            }
+
+            #[test]
+            fn damaged_frames_never_panic(
+                m in client_msg(),
+                damage in collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut packed = rmp_serde::to_vec_named(&m).unwrap();
+                let mut json = serde_json::to_string(&m).unwrap().into_bytes();
+                for (at, byte) in &damage {
+                    let i = at.index(packed.len());
+                    packed[i] = *byte;
+                    let j = at.index(json.len());
+                    json[j] = *byte;
+                }
+                let _ = decode_binary(&packed);
+                let _ = decode_binary(&packed[..cut.index(packed.len())]);
+                let _ = decode_text(&String::from_utf8_lossy(&json));
+            }
+        }
+
+        #[test]
+        fn deeply_nested_frames_are_refused_not_overflowed() {
+            // As large as a frame may be (live.max_frame_bytes): nesting
+            // must hit a depth limit, not the stack.
+            let json = "[".repeat(16 * 1024);
+            assert!(decode_text(&json).is_err());
+            let json = format!(r#"{{"type":"auth","token":{}"#, "[".repeat(16 * 1024));
+            assert!(decode_text(&json).is_err());
+            // MessagePack: a fixarray of one element, nested.
+            let packed = vec![0x91u8; 16 * 1024];
+            assert!(decode_binary(&packed).is_err());
+            let mut packed = vec![0x82u8, 0xa4];
+            packed.extend_from_slice(b"type");
+            packed.extend(std::iter::repeat_n(0x81u8, 16 * 1024));
+            assert!(decode_binary(&packed).is_err());
+        }
+    }
 }

@@ -7,7 +7,6 @@ use docspot_actors::domain::{
     ClinicId, ExceptionKind, TimeRange, VisitTypeId, parse_time_zone, weekday_from_iso,
 };
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{State, auth::parse_name, doctor_id, managed_doctor, parse_instant, require_admin};
@@ -97,10 +96,21 @@ pub async fn create_clinic(
     Ok(HttpResponse::Created().json(c))
 }
 
+/// Clinic list. (Lists are wrapped in an object named after their items;
+/// one typed struct serves both the answer and its OpenAPI schema, so the
+/// two cannot drift apart.)
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ClinicsOut {
+    /// Clinics.
+    pub clinics: Vec<Clinic>,
+}
+
 /// Lists clinics (public).
-#[utoipa::path(get, path = "/api/v1/clinics", tag = "admin", responses((status = 200, body = Vec<Clinic>)))]
+#[utoipa::path(get, path = "/api/v1/clinics", tag = "admin", responses((status = 200, body = ClinicsOut)))]
 pub async fn list_clinics(state: State) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(json!({ "clinics": state.store.clinics().await? })))
+    Ok(HttpResponse::Ok().json(ClinicsOut {
+        clinics: state.store.clinics().await?,
+    }))
 }
 
 /// One clinic (public).
@@ -212,6 +222,7 @@ pub async fn update_doctor(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AccountIn {
     /// Login e-mail.
+    #[schema(format = Email)]
     pub email: String,
     /// 8 to 1024 characters.
     pub password: String,
@@ -331,8 +342,10 @@ pub struct RuleIn {
     /// Local end, `HH:MM`; at or before start means the next day.
     pub end_time: String,
     /// First date (`YYYY-MM-DD`).
+    #[schema(format = Date)]
     pub valid_from: Option<String>,
     /// Last date (`YYYY-MM-DD`).
+    #[schema(format = Date)]
     pub valid_until: Option<String>,
 }
 
@@ -354,16 +367,25 @@ fn parse_date(field: &str, s: &Option<String>) -> Result<Option<NaiveDate>, ApiE
         .transpose()
 }
 
+/// A doctor's weekly rules.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RulesOut {
+    /// Rules.
+    pub rules: Vec<RuleRecord>,
+}
+
 /// The doctor's weekly rules.
 #[utoipa::path(get, path = "/api/v1/doctors/{id}/rules", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<RuleRecord>)))]
+    responses((status = 200, body = RulesOut)))]
 pub async fn list_rules(
     state: State,
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path)?).await?;
-    Ok(HttpResponse::Ok().json(json!({ "rules": state.store.rules(doctor.id).await? })))
+    Ok(HttpResponse::Ok().json(RulesOut {
+        rules: state.store.rules(doctor.id).await?,
+    }))
 }
 
 /// Adds a weekly rule.
@@ -431,17 +453,26 @@ pub struct ExceptionIn {
     /// `time_off` or `extra_hours`.
     pub kind: String,
     /// Start, RFC 3339.
+    #[schema(format = DateTime)]
     pub start: String,
     /// End, RFC 3339.
+    #[schema(format = DateTime)]
     pub end: String,
     /// Why.
     #[serde(default)]
     pub reason: String,
 }
 
+/// A doctor's exceptions.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExceptionsOut {
+    /// Exceptions.
+    pub exceptions: Vec<ExceptionRecord>,
+}
+
 /// The doctor's current and future exceptions.
 #[utoipa::path(get, path = "/api/v1/doctors/{id}/exceptions", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<ExceptionRecord>)))]
+    responses((status = 200, body = ExceptionsOut)))]
 pub async fn list_exceptions(
     state: State,
     user: AuthUser,
@@ -449,8 +480,9 @@ pub async fn list_exceptions(
 ) -> Result<HttpResponse, ApiError> {
     let doctor = managed_doctor(&state, &user, doctor_id(&path)?).await?;
     let since = chrono::Utc::now() - chrono::Duration::days(1);
-    Ok(HttpResponse::Ok()
-        .json(json!({ "exceptions": state.store.exceptions(doctor.id, since).await? })))
+    Ok(HttpResponse::Ok().json(ExceptionsOut {
+        exceptions: state.store.exceptions(doctor.id, since).await?,
+    }))
 }
 
 /// Adds time off or extra hours.

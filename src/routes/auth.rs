@@ -1,7 +1,7 @@
 //! Registration and the OAuth 2.0 token endpoint (RFC 6749: password and
 //! refresh_token grants).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -13,6 +13,7 @@ use crate::{
     auth::{hash_password_blocking, new_refresh_token, refresh_digest, verify_password},
     domain::{Email, Password, Role},
     error::ApiError,
+    ratelimit::RateLimits,
     store::{NewUser, RefreshOutcome, UserRecord},
 };
 
@@ -20,6 +21,7 @@ use crate::{
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegisterIn {
     /// Login e-mail.
+    #[schema(format = Email)]
     pub email: String,
     /// 8 to 1024 characters.
     pub password: String,
@@ -143,13 +145,16 @@ fn oauth_error(error: &str, description: &str) -> HttpResponse {
 /// Issues tokens (OAuth 2.0 password and refresh_token grants).
 #[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth",
     request_body(content = TokenIn, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, body = TokenOut), (status = 400, description = "OAuth error: invalid_request, invalid_grant, unsupported_grant_type")))]
+    responses((status = 200, body = TokenOut), (status = 400, description = "OAuth error: invalid_request, invalid_grant, unsupported_grant_type"),
+        (status = 429, body = crate::error::Problem, description = "rate_limited or too_many_failed_logins; see Retry-After")))]
 pub async fn token(
     state: State,
+    req: HttpRequest,
     audit: Audit,
     form: web::Form<TokenIn>,
 ) -> Result<HttpResponse, ApiError> {
     let form = form.into_inner();
+    let limits = req.app_data::<web::Data<RateLimits>>();
     let user = match form.grant_type.as_deref() {
         Some("password") => {
             let (Some(username), Some(password)) = (form.username, form.password) else {
@@ -158,7 +163,15 @@ pub async fn token(
                     "username and password are required",
                 ));
             };
+            // Throttled before the password is looked at, so a locked-out
+            // guesser learns nothing, right or wrong.
+            if let Some(l) = limits {
+                l.before_login(&req, &username)?;
+            }
             let Ok(email) = Email::parse(&username) else {
+                if let Some(l) = limits {
+                    l.login_failed(&req, &username);
+                }
                 return Ok(oauth_error("invalid_grant", "invalid username or password"));
             };
             let found = state.store.user_by_email(&email).await?;
@@ -173,6 +186,9 @@ pub async fn token(
                 .unwrap_or(false);
             match found {
                 Some(u) if ok => {
+                    if let Some(l) = limits {
+                        l.login_succeeded(&username);
+                    }
                     audit
                         .record(account_entry(
                             &audit,
@@ -187,6 +203,9 @@ pub async fn token(
                 // The account tried (if it exists) is recorded by id: the
                 // e-mail typed is personal data and stays out of the log.
                 other => {
+                    if let Some(l) = limits {
+                        l.login_failed(&req, &username);
+                    }
                     audit
                         .record(account_entry(
                             &audit,
@@ -289,6 +308,36 @@ fn account_entry(
         outcome,
         ..audit.entry(actor, action)
     }
+}
+
+/// `POST /api/v1/auth/logout` form.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct LogoutIn {
+    /// The refresh token of the session to end.
+    pub refresh_token: String,
+}
+
+/// Signs out: revokes the refresh token and every token rotated from the
+/// same login, so the session cannot be renewed. Access tokens already
+/// issued stay valid until they expire (`auth.access_token_ttl_secs`, 15
+/// minutes by default): they are not looked up per request. Answers 204
+/// for unknown tokens too (RFC 7009 §2.2): there is nothing to reveal.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    request_body(content = LogoutIn, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 204, description = "The session is ended (or never existed)"),
+        (status = 400, body = crate::error::Problem, description = "invalid_form"),
+        (status = 429, body = crate::error::Problem, description = "rate_limited")))]
+pub async fn logout(state: State, form: web::Form<LogoutIn>) -> Result<HttpResponse, ApiError> {
+    let revoked = state
+        .store
+        .revoke_refresh_family(&refresh_digest(&form.refresh_token))
+        .await?;
+    if revoked {
+        tracing::info!("signed out: refresh token family revoked");
+    }
+    Ok(HttpResponse::NoContent()
+        .insert_header(("Cache-Control", "no-store"))
+        .finish())
 }
 
 /// A new login: a fresh refresh-token family.

@@ -27,6 +27,7 @@ use crate::{
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct DoctorFilter {
     /// Only this clinic.
+    #[param(format = Uuid)]
     pub clinic: Option<String>,
     /// Only doctors with this specialty (case-insensitive).
     pub specialty: Option<String>,
@@ -81,26 +82,36 @@ pub async fn get_doctor(state: State, path: web::Path<String>) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(d))
 }
 
+/// Visit type list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VisitTypesOut {
+    /// Visit types.
+    pub visit_types: Vec<VisitTypeRecord>,
+}
+
 /// A doctor's visit types.
 #[utoipa::path(get, path = "/api/v1/doctors/{id}/visit-types", tag = "doctors",
-    responses((status = 200, body = Vec<VisitTypeRecord>)))]
+    responses((status = 200, body = VisitTypesOut)))]
 pub async fn doctor_visit_types(
     state: State,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = doctor_id(&path)?;
     let v = state.store.visit_types(id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "visit_types": v })))
+    Ok(HttpResponse::Ok().json(VisitTypesOut { visit_types: v }))
 }
 
 /// `GET /api/v1/doctors/{id}/slots` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct SlotQuery {
     /// Range start, RFC 3339.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Range end, RFC 3339.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// Visit type (default: the doctor's default).
+    #[param(format = Uuid)]
     pub visit_type: Option<String>,
 }
 
@@ -153,12 +164,16 @@ pub async fn doctor_slots(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct BookIn {
     /// Doctor.
+    #[schema(format = Uuid)]
     pub doctor_id: String,
     /// Visit start, RFC 3339.
+    #[schema(format = DateTime)]
     pub start: String,
     /// Visit type (default: the doctor's default).
+    #[schema(format = Uuid)]
     pub visit_type_id: Option<String>,
     /// Confirm this hold instead of claiming afresh.
+    #[schema(format = Uuid)]
     pub hold_id: Option<String>,
 }
 
@@ -285,6 +300,7 @@ fn same_request(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
     /// For clinic admins (required) and doctors: whose calendar.
+    #[param(format = Uuid)]
     pub doctor_id: Option<String>,
 }
 
@@ -419,9 +435,16 @@ pub async fn get_appointment(
     Ok(HttpResponse::Ok().json(AppointmentOut::from(a)))
 }
 
+/// An appointment's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryOut {
+    /// Entries, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
 /// An appointment's full history of changes, oldest first.
 #[utoipa::path(get, path = "/api/v1/appointments/{id}/history", tag = "appointments",
-    security(("bearer" = [])), responses((status = 200, body = Vec<HistoryEntry>)))]
+    security(("bearer" = [])), responses((status = 200, body = HistoryOut)))]
 pub async fn appointment_history(
     state: State,
     user: AuthUser,
@@ -440,13 +463,14 @@ pub async fn appointment_history(
         .appointment(&state, &user, Action::AppointmentRead, &a)
         .await?;
     let history = state.store.history(a.id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "history": history })))
+    Ok(HttpResponse::Ok().json(HistoryOut { history }))
 }
 
 /// `POST /api/v1/appointments/{id}/reschedule` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RescheduleIn {
     /// New start, RFC 3339.
+    #[schema(format = DateTime)]
     pub start: String,
 }
 
@@ -598,10 +622,13 @@ pub async fn record_outcome(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct HoldIn {
     /// Doctor.
+    #[schema(format = Uuid)]
     pub doctor_id: String,
     /// Visit start, RFC 3339.
+    #[schema(format = DateTime)]
     pub start: String,
     /// Visit type (default: the doctor's default).
+    #[schema(format = Uuid)]
     pub visit_type_id: Option<String>,
 }
 
@@ -764,6 +791,7 @@ pub async fn release_hold(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct DayQuery {
     /// Local date in the clinic's zone, `YYYY-MM-DD` (default: today).
+    #[param(format = Date)]
     pub date: Option<String>,
 }
 

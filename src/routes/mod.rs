@@ -3,6 +3,7 @@
 //! never write appointments themselves.
 
 pub mod admin;
+pub mod apidoc;
 pub mod audit;
 pub mod auth;
 pub mod booking;
@@ -20,6 +21,7 @@ use docspot_actors::{
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
+use self::apidoc::ProblemResponses;
 use crate::{
     auth::{AuthUser, TokenKeys},
     config::Settings,
@@ -170,7 +172,7 @@ pub fn require_admin(user: &AuthUser, clinic: ClinicId) -> Result<(), ApiError> 
     info(title = "DocSpot API", description = "Real-time doctor appointment booking."),
     paths(
         health::healthz, health::readyz,
-        auth::register, auth::token,
+        auth::register, auth::token, auth::logout,
         booking::list_doctors, booking::get_doctor, booking::doctor_slots, booking::doctor_visit_types,
         booking::create_appointment, booking::list_appointments, booking::get_appointment,
         booking::appointment_history, booking::reschedule, booking::cancel, booking::record_outcome,
@@ -184,7 +186,7 @@ pub fn require_admin(user: &AuthUser, clinic: ClinicId) -> Result<(), ApiError> 
         audit::audit_log,
     ),
     components(schemas(crate::error::Problem, SlotOut, AppointmentOut)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
 )]
 pub struct ApiDoc;
 
@@ -210,16 +212,29 @@ async fn openapi_json() -> web::Json<utoipa::openapi::OpenApi> {
     web::Json(ApiDoc::openapi())
 }
 
-/// Registers every route.
+/// Registers every route. The auth endpoints and booking/hold changes are
+/// wrapped in rate limits (see [`crate::ratelimit`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    use crate::ratelimit::{limit_auth, limit_booking};
+    use actix_web::middleware::from_fn;
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .service(
             web::scope("/api/v1")
                 .route("/openapi.json", web::get().to(openapi_json))
                 .route("/live", web::get().to(crate::live::session::live))
-                .route("/auth/register", web::post().to(auth::register))
-                .route("/auth/token", web::post().to(auth::token))
+                .route(
+                    "/auth/register",
+                    web::post().to(auth::register).wrap(from_fn(limit_auth)),
+                )
+                .route(
+                    "/auth/token",
+                    web::post().to(auth::token).wrap(from_fn(limit_auth)),
+                )
+                .route(
+                    "/auth/logout",
+                    web::post().to(auth::logout).wrap(from_fn(limit_auth)),
+                )
                 .route("/doctors", web::get().to(booking::list_doctors))
                 .route("/doctors/{id}", web::get().to(booking::get_doctor))
                 .route("/doctors/{id}", web::put().to(admin::update_doctor))
@@ -259,7 +274,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     "/doctors/{id}/exceptions/{exception_id}",
                     web::delete().to(admin::delete_exception),
                 )
-                .route("/appointments", web::post().to(booking::create_appointment))
+                .route(
+                    "/appointments",
+                    web::post()
+                        .to(booking::create_appointment)
+                        .wrap(from_fn(limit_booking)),
+                )
                 .route("/appointments", web::get().to(booking::list_appointments))
                 .route(
                     "/appointments/{id}",
@@ -279,16 +299,38 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .route(
                     "/appointments/{id}/reschedule",
-                    web::post().to(booking::reschedule),
+                    web::post()
+                        .to(booking::reschedule)
+                        .wrap(from_fn(limit_booking)),
                 )
-                .route("/appointments/{id}/cancel", web::post().to(booking::cancel))
+                .route(
+                    "/appointments/{id}/cancel",
+                    web::post().to(booking::cancel).wrap(from_fn(limit_booking)),
+                )
                 .route(
                     "/appointments/{id}/outcome",
-                    web::post().to(booking::record_outcome),
+                    web::post()
+                        .to(booking::record_outcome)
+                        .wrap(from_fn(limit_booking)),
                 )
-                .route("/holds", web::post().to(booking::create_hold))
-                .route("/holds/{id}/confirm", web::post().to(booking::confirm_hold))
-                .route("/holds/{id}", web::delete().to(booking::release_hold))
+                .route(
+                    "/holds",
+                    web::post()
+                        .to(booking::create_hold)
+                        .wrap(from_fn(limit_booking)),
+                )
+                .route(
+                    "/holds/{id}/confirm",
+                    web::post()
+                        .to(booking::confirm_hold)
+                        .wrap(from_fn(limit_booking)),
+                )
+                .route(
+                    "/holds/{id}",
+                    web::delete()
+                        .to(booking::release_hold)
+                        .wrap(from_fn(limit_booking)),
+                )
                 .route("/audit", web::get().to(audit::audit_log))
                 .route("/clinics", web::post().to(admin::create_clinic))
                 .route("/clinics", web::get().to(admin::list_clinics))

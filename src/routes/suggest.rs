@@ -21,10 +21,13 @@ use crate::{
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct SuggestQuery {
     /// Range start, RFC 3339 (default now).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Range end, RFC 3339 (default from + 14 days).
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// Visit type (default: the doctor's default).
+    #[param(format = Uuid)]
     pub visit_type: Option<String>,
     /// How many suggestions (1–100, default 5).
     pub limit: Option<usize>,

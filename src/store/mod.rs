@@ -360,6 +360,9 @@ pub trait Store: CalendarStore {
         next: &[u8],
         next_expires: DateTime<Utc>,
     ) -> Result<RefreshOutcome, StoreError>;
+    /// Logout: revokes the whole family (the login session) of the refresh
+    /// token with this digest. Whether a live family was found.
+    async fn revoke_refresh_family(&self, digest: &[u8]) -> Result<bool, StoreError>;
 
     /// Creates a clinic.
     async fn create_clinic(&self, fields: ClinicFields) -> Result<Clinic, DbError>;

@@ -1047,6 +1047,20 @@ impl Store for PgStore {
         })
     }
 
+    async fn revoke_refresh_family(&self, digest: &[u8]) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE refresh_tokens SET revoked_at = now()
+                 WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
+                   AND revoked_at IS NULL",
+                &[&digest],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
     async fn create_clinic(&self, f: ClinicFields) -> Result<Clinic, DbError> {
         let client = self.client().await?;
         let row = client

@@ -1311,6 +1311,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revoke_refresh_family(&self, digest: &[u8]) -> Result<bool, StoreError> {
+        let digest = digest.to_vec();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = ?2
+                 WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = ?1)
+                   AND revoked_at IS NULL",
+                params![digest, now_us()],
+            )
+            .map(|n| n > 0)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn create_clinic(&self, f: ClinicFields) -> Result<Clinic, DbError> {
         self.write(move |conn| {
             conn.prepare_cached(

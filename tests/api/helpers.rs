@@ -61,6 +61,9 @@ impl TestDb {
     }
 }
 
+/// A change to a test app's settings, applied last.
+pub type SettingsHook = std::sync::Arc<dyn Fn(&mut Settings) + Send + Sync>;
+
 /// Options for [`spawn_app_with`].
 #[derive(Clone)]
 pub struct Options {
@@ -74,6 +77,8 @@ pub struct Options {
     pub redis: Option<(String, String)>,
     /// Deltas kept per topic for resumes.
     pub replay_buffer: usize,
+    /// Last word on the settings (e.g. tight rate limits, TLS, keys).
+    pub settings: Option<SettingsHook>,
 }
 
 impl Default for Options {
@@ -85,6 +90,7 @@ impl Default for Options {
             backend: None,
             redis: None,
             replay_buffer: 1024,
+            settings: None,
         }
     }
 }
@@ -124,6 +130,22 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     if let Some((url, prefix)) = &opts.redis {
         settings.redis_url = url.clone();
         settings.live.channel_prefix = prefix.clone();
+    }
+    // Tests make many requests from 127.0.0.1: limits stay on (the code
+    // path runs) but far out of reach, unless a test sets tight ones.
+    for r in [
+        &mut settings.rate_limit.auth_per_ip,
+        &mut settings.rate_limit.auth_per_account,
+        &mut settings.rate_limit.booking_per_ip,
+        &mut settings.rate_limit.booking_per_account,
+    ] {
+        r.per_minute = 1_000_000;
+        r.burst = 100_000;
+    }
+    settings.rate_limit.login_failures.max_per_account = 10_000;
+    settings.rate_limit.login_failures.max_per_ip = 10_000;
+    if let Some(f) = &opts.settings {
+        f(&mut settings);
     }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let app = Application::from_listener(settings, listener)

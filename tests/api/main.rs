@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod holds;
 mod live;
+mod security;
 mod suggestions;
 mod web;
 mod webdriver;
