@@ -17,13 +17,17 @@
 //! - [`suggest`]: suggested times ranked by the `docspot-ml` model.
 //! - [`demo`]: the demo clinic and its synthetic booking history.
 //! - [`telemetry`]: logging set-up.
+//! - [`crypto`]: encryption at rest of patient fields, the e-mail blind index.
+//! - [`privacy`]: key rotation, data export and erasure of a patient.
 
 pub mod auth;
 pub mod config;
+pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod live;
+pub mod privacy;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -53,6 +53,28 @@ enum Command {
         #[command(subcommand)]
         command: MlCommand,
     },
+    /// Field encryption keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every encrypted field under security.active_encryption_key
+    /// (old keys must still be configured). Works in batches, each its own
+    /// transaction; safe to interrupt and rerun: it continues where it
+    /// stopped. Remove an old key from the configuration only after a
+    /// complete run.
+    Rotate {
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+        /// Stop after this many batches (run again to continue).
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +191,25 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!("{}", report.table());
+            }
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { batch, max_batches },
+        } => {
+            let store = open_store(&settings, true).await?;
+            let r = docspot::privacy::rotate_keys(store.as_ref(), batch, max_batches).await?;
+            for t in &r.tables {
+                println!(
+                    "{:<20} scanned {:>8}  re-encrypted {:>8}",
+                    t.table.table(),
+                    t.scanned,
+                    t.rewritten
+                );
+            }
+            if r.complete {
+                println!("done: every encrypted field is under the active key");
+            } else {
+                println!("stopped after {max_batches:?} batches: run again to continue");
             }
         }
         Command::Migrate => {

@@ -350,14 +350,16 @@ async fn own_appointment(
 
 /// One appointment.
 #[utoipa::path(get, path = "/api/v1/appointments/{id}", tag = "appointments",
-    security(("bearer" = [])), responses((status = 200, body = AppointmentOut), (status = 404, body = crate::error::Problem)))]
+    security(("bearer" = [])), responses((status = 200, body = super::privacy::AppointmentView), (status = 404, body = crate::error::Problem)))]
 pub async fn get_appointment(
     state: State,
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let a = visible_appointment(&state, &user, appointment_id(&path)?).await?;
-    Ok(HttpResponse::Ok().json(AppointmentOut::from(a)))
+    // With the reason for visit and doctor's notes, which everyone who may
+    // see the appointment may read.
+    Ok(HttpResponse::Ok().json(super::privacy::appointment_view(&state, a).await?))
 }
 
 /// An appointment's full history of changes, oldest first.

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod booking;
 pub mod health;
+pub mod privacy;
 pub mod suggest;
 
 use std::sync::Arc;
@@ -179,6 +180,8 @@ pub fn require_admin(user: &AuthUser, clinic: ClinicId) -> Result<(), ApiError> 
         admin::create_doctor, admin::update_doctor, admin::create_doctor_account,
         admin::create_visit_type, admin::list_rules, admin::create_rule, admin::delete_rule,
         admin::list_exceptions, admin::create_exception, admin::delete_exception,
+        privacy::get_profile, privacy::put_profile, privacy::put_details, privacy::export,
+        privacy::erase_me, privacy::erase_patient,
     ),
     components(schemas(crate::error::Problem, SlotOut, AppointmentOut)),
     modifiers(&BearerAuth),
@@ -274,6 +277,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(
                     "/appointments/{id}/outcome",
                     web::post().to(booking::record_outcome),
+                )
+                .route(
+                    "/appointments/{id}/details",
+                    web::put().to(privacy::put_details),
+                )
+                .route("/me/profile", web::get().to(privacy::get_profile))
+                .route("/me/profile", web::put().to(privacy::put_profile))
+                .route("/me/export", web::get().to(privacy::export))
+                .route("/me/erase", web::post().to(privacy::erase_me))
+                .route(
+                    "/patients/{id}/erase",
+                    web::post().to(privacy::erase_patient),
                 )
                 .route("/holds", web::post().to(booking::create_hold))
                 .route("/holds/{id}/confirm", web::post().to(booking::confirm_hold))
