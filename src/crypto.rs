@@ -259,9 +259,9 @@ impl FieldCipher {
         let mut keys = Vec::new();
         for (id, b64) in &m.encryption_keys {
             let id = KeyId::parse(id)?;
-            let bytes = STANDARD.decode(b64.trim()).map_err(|_| {
-                CryptoError::Config(format!("key {id}: not base64"))
-            })?;
+            let bytes = STANDARD
+                .decode(b64.trim())
+                .map_err(|_| CryptoError::Config(format!("key {id}: not base64")))?;
             let key: [u8; 32] = bytes.try_into().map_err(|_| {
                 CryptoError::Config(format!("key {id}: must be exactly 32 bytes (AES-256)"))
             })?;
@@ -513,7 +513,10 @@ mod tests {
         for i in 0..e.len() {
             let mut bad = e.clone();
             bad[i] ^= 0x01;
-            assert!(c.decrypt(aad(1), &bad).is_err(), "flipped byte {i} accepted");
+            assert!(
+                c.decrypt(aad(1), &bad).is_err(),
+                "flipped byte {i} accepted"
+            );
         }
         for n in 0..e.len() {
             assert!(c.decrypt(aad(1), &e[..n]).is_err(), "truncated to {n}");
@@ -522,7 +525,10 @@ mod tests {
             c.decrypt(aad(1), &[7, 1, b'a']),
             Err(CryptoError::UnknownVersion(7))
         ));
-        assert!(matches!(c.decrypt(aad(1), &[]), Err(CryptoError::Malformed)));
+        assert!(matches!(
+            c.decrypt(aad(1), &[]),
+            Err(CryptoError::Malformed)
+        ));
     }
 
     #[test]
@@ -553,10 +559,19 @@ mod tests {
     #[test]
     fn the_blind_index_normalises_and_depends_on_its_key() {
         let c = cipher(&[("a", 1)], "a");
-        assert_eq!(c.email_index("Pat@Example.org "), c.email_index("pat@example.org"));
-        assert_ne!(c.email_index("pat@example.org"), c.email_index("pet@example.org"));
+        assert_eq!(
+            c.email_index("Pat@Example.org "),
+            c.email_index("pat@example.org")
+        );
+        assert_ne!(
+            c.email_index("pat@example.org"),
+            c.email_index("pet@example.org")
+        );
         let other = FieldCipher::new([(kid("a"), [1; 32])], kid("a"), &[8u8; 32]).unwrap();
-        assert_ne!(c.email_index("pat@example.org"), other.email_index("pat@example.org"));
+        assert_ne!(
+            c.email_index("pat@example.org"),
+            other.email_index("pat@example.org")
+        );
         assert_eq!(c.email_index("x").len(), 32);
     }
 
@@ -572,18 +587,33 @@ mod tests {
         };
         assert!(FieldCipher::from_settings(&s, None).is_ok());
         s.active_encryption_key = "k2".into();
-        assert!(FieldCipher::from_settings(&s, None).is_err(), "active not configured");
+        assert!(
+            FieldCipher::from_settings(&s, None).is_err(),
+            "active not configured"
+        );
         s.active_encryption_key = "k1".into();
         s.encryption_keys = [("k1".to_string(), STANDARD.encode([3u8; 16]).into())].into();
-        assert!(FieldCipher::from_settings(&s, None).is_err(), "a 16-byte key");
+        assert!(
+            FieldCipher::from_settings(&s, None).is_err(),
+            "a 16-byte key"
+        );
         s.encryption_keys = [("K 1".to_string(), b64.clone().into())].into();
-        assert!(FieldCipher::from_settings(&s, None).is_err(), "a bad key id");
+        assert!(
+            FieldCipher::from_settings(&s, None).is_err(),
+            "a bad key id"
+        );
         s.encryption_keys = [("k1".to_string(), b64.into())].into();
         s.blind_index_key = String::new().into();
-        assert!(FieldCipher::from_settings(&s, None).is_err(), "no blind-index key");
+        assert!(
+            FieldCipher::from_settings(&s, None).is_err(),
+            "no blind-index key"
+        );
         s.encryption_keys.clear();
         let err = FieldCipher::from_settings(&s, None).unwrap_err();
-        assert!(err.to_string().contains("DOCSPOT_SECURITY__ENCRYPTION_KEYS"));
+        assert!(
+            err.to_string()
+                .contains("DOCSPOT_SECURITY__ENCRYPTION_KEYS")
+        );
     }
 
     #[test]

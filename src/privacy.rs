@@ -219,8 +219,10 @@ pub async fn erase_patient(
     let mut cancelled = Vec::new();
     let mut kept = 0;
     for a in store.patient_appointments(patient).await? {
-        let future_active = matches!(a.status, AppointmentStatus::Held | AppointmentStatus::Booked)
-            && a.time.start() > now;
+        let future_active = matches!(
+            a.status,
+            AppointmentStatus::Held | AppointmentStatus::Booked
+        ) && a.time.start() > now;
         if !future_active {
             kept += 1;
             continue;

@@ -38,7 +38,8 @@ impl Phone {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let s = s.trim();
         let ok = (3..=32).contains(&s.chars().count())
-            && s.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c))
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || " +-().".contains(c))
             && s.chars().filter(char::is_ascii_digit).count() >= 3;
         if ok {
             Ok(Self(s.to_string()))
@@ -240,7 +241,10 @@ pub async fn put_details(
         reason: trim(body.reason, "reason", MAX_REASON)?,
         notes: trim(body.notes, "notes", MAX_NOTES)?,
     };
-    state.store.update_appointment_details(a.id, &change).await?;
+    state
+        .store
+        .update_appointment_details(a.id, &change)
+        .await?;
     Ok(HttpResponse::Ok().json(appointment_view(&state, a).await?))
 }
 
@@ -338,9 +342,8 @@ pub async fn erase_patient(
 }
 
 async fn erase(state: &State, patient: UserId, by: UserId) -> Result<HttpResponse, ApiError> {
-    let report =
-        privacy::erase_patient(state.store.as_ref(), &state.calendars, patient, by)
-            .await?
-            .ok_or_else(|| ApiError::not_found("patient_not_found", "patient not found"))?;
+    let report = privacy::erase_patient(state.store.as_ref(), &state.calendars, patient, by)
+        .await?
+        .ok_or_else(|| ApiError::not_found("patient_not_found", "patient not found"))?;
     Ok(HttpResponse::Ok().json(report))
 }

@@ -38,13 +38,13 @@ use uuid::Uuid;
 
 mod privacy;
 
+use super::privacy::{SealedUser, open_user};
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
     PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, SuggestionLog, UserRecord,
     VisitTypeRecord,
 };
 use crate::{crypto::FieldCipher, domain::Email};
-use super::privacy::{SealedUser, open_user};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");

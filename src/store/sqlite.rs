@@ -79,17 +79,17 @@ use uuid::Uuid;
 
 mod privacy;
 
+use super::privacy::{SealedUser, open_user};
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
     PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, SuggestionLog, UserRecord,
     VisitTypeRecord,
 };
-use super::privacy::{SealedUser, open_user};
-use privacy::{LEGACY_BATCH, encrypt_legacy_users};
 use crate::{
     crypto::FieldCipher,
     domain::{Email, Role},
 };
+use privacy::{LEGACY_BATCH, encrypt_legacy_users};
 
 /// Schema migrations in order; `PRAGMA user_version` records the last one
 /// applied. Append new versions, never edit applied ones.

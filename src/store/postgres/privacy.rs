@@ -89,7 +89,9 @@ impl PgStore {
         }
         // IF EXISTS: another node starting at the same time may have won.
         client
-            .batch_execute("ALTER TABLE users DROP COLUMN IF EXISTS email, DROP COLUMN IF EXISTS name")
+            .batch_execute(
+                "ALTER TABLE users DROP COLUMN IF EXISTS email, DROP COLUMN IF EXISTS name",
+            )
             .await
             .map_err(unavailable)?;
         if done > 0 {
@@ -161,8 +163,13 @@ impl PrivacyStore for PgStore {
         id: AppointmentId,
         change: &DetailsChange,
     ) -> Result<AppointmentDetails, StoreError> {
-        let reason = seal_text(&self.cipher, columns::REASON, id.0, change.reason.as_deref())
-            .map_err(unavailable)?;
+        let reason = seal_text(
+            &self.cipher,
+            columns::REASON,
+            id.0,
+            change.reason.as_deref(),
+        )
+        .map_err(unavailable)?;
         let notes = seal_text(&self.cipher, columns::NOTES, id.0, change.notes.as_deref())
             .map_err(unavailable)?;
         let client = self.client().await?;
@@ -189,8 +196,13 @@ impl PrivacyStore for PgStore {
             )
             .await
             .map_err(unavailable)?;
-        open_details(&self.cipher, id, row.get("reason_enc"), row.get("notes_enc"))
-            .map_err(unavailable)
+        open_details(
+            &self.cipher,
+            id,
+            row.get("reason_enc"),
+            row.get("notes_enc"),
+        )
+        .map_err(unavailable)
     }
 
     async fn suggestion_logs_of(&self, patient: UserId) -> Result<Vec<SuggestionLog>, StoreError> {
