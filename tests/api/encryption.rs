@@ -36,6 +36,13 @@ pub async fn login(app: &TestApp, email: &str, password: &str) -> String {
         .to_string()
 }
 
+/// The `error` of an OAuth error response (plain JSON, RFC 6749 §5.2).
+pub async fn oauth_error(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    v["error"].as_str().unwrap().to_string()
+}
+
 pub async fn put(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
     app.client
         .put(app.url(path))
@@ -238,7 +245,7 @@ async fn login_finds_accounts_by_blind_index_whatever_the_case() {
             ("password", "password-123"),
         ])
         .await;
-    assert_eq!(expect(wrong, 400).await["error"], "invalid_grant");
+    assert_eq!(oauth_error(wrong).await, "invalid_grant");
 }
 
 #[actix_web::test]
