@@ -1036,7 +1036,11 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
             Some(format!("cannot use WAL mode (journal mode is {mode})")),
         ));
     }
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    // secure_delete: deleted or overwritten content is zeroed, not left in
+    // free space of the file, so erased or re-encrypted data is really gone.
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+    )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

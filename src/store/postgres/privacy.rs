@@ -94,6 +94,13 @@ impl PgStore {
             )
             .await
             .map_err(unavailable)?;
+        // Rewrite the table so the old row versions, which still hold the
+        // plaintext, do not linger in its files until reused (this runs
+        // once: the next start finds no plaintext column).
+        client
+            .batch_execute("VACUUM FULL users")
+            .await
+            .map_err(unavailable)?;
         if done > 0 {
             tracing::info!(rows = done, "encrypted accounts stored in plaintext");
         }

@@ -35,6 +35,7 @@ pub(super) fn encrypt_legacy_users(
     batch: i64,
 ) -> Result<u64, StoreError> {
     let mut done = 0;
+    let mut dropped = false;
     loop {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -68,6 +69,7 @@ pub(super) fn encrypt_legacy_users(
             )
             .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
+            dropped = true;
             break;
         }
         for (id, email, name) in &rows {
@@ -82,6 +84,13 @@ pub(super) fn encrypt_legacy_users(
         }
         tx.commit().map_err(unavailable)?;
         done += rows.len() as u64;
+    }
+    if dropped {
+        // The old plaintext may survive in pages written before
+        // secure_delete was on, and in the WAL: rebuild the file and empty
+        // the WAL (once: the next opening finds no plaintext column).
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(unavailable)?;
     }
     if done > 0 {
         tracing::info!(rows = done, "encrypted accounts stored in plaintext");
