@@ -152,7 +152,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
 /// Field encryption keys of the tests: (key id, base64 of 32 bytes).
 pub const TEST_KEY_A: (&str, &str) = ("test-a", "dGVzdC1rZXktYS0zMi1ieXRlcy1vZi1rZXktbWF0ZXI=");
 pub const TEST_KEY_B: (&str, &str) = ("test-b", "dGVzdC1rZXktYi0zMi1ieXRlcy1vZi1rZXktbWF0ZXI=");
-const TEST_BLIND_INDEX_KEY: &str = "dGVzdC1ibGluZC1pbmRleC1rZXktMzItYnl0ZXMtISE=";
+pub const TEST_BLIND_INDEX_KEY: &str = "dGVzdC1ibGluZC1pbmRleC1rZXktMzItYnl0ZXMtISE=";
 
 /// Configures these field encryption keys, `active` sealing new data (a
 /// PostgreSQL server refuses to start without keys).
