@@ -228,7 +228,7 @@ impl FieldCipher {
                 )),
             };
         }
-        Self::from_material(&KeyMaterial {
+        let mut m = KeyMaterial {
             active_encryption_key: s.active_encryption_key.trim().to_string(),
             encryption_keys: s
                 .encryption_keys
@@ -236,7 +236,22 @@ impl FieldCipher {
                 .map(|(k, v)| (k.clone(), v.expose_secret().to_string()))
                 .collect(),
             blind_index_key: blind.to_string(),
-        })
+        };
+        // Embedded mode with keys configured on top of a generated key file
+        // (e.g. a new key to rotate to): the file's keys stay available, so
+        // data sealed under them remains readable; configured values win.
+        if let Some(path) = key_file
+            && path.exists()
+        {
+            let file = load_or_create_key_file(path)?;
+            for (id, key) in file.encryption_keys {
+                m.encryption_keys.entry(id).or_insert(key);
+            }
+            if m.blind_index_key.is_empty() {
+                m.blind_index_key = file.blind_index_key;
+            }
+        }
+        Self::from_material(&m)
     }
 
     fn from_material(m: &KeyMaterial) -> Result<Self, CryptoError> {
@@ -632,6 +647,16 @@ mod tests {
         let e = first.encrypt_str(aad(1), "kept").unwrap();
         assert_eq!(second.decrypt_str(aad(1), &e).unwrap(), "kept");
         assert_eq!(first.email_index("a@b.c"), second.email_index("a@b.c"));
+        // Configuring a new active key on top keeps the generated ones.
+        let mut rotated = s.clone();
+        rotated.encryption_keys = [("k2".to_string(), STANDARD.encode([5u8; 32]).into())].into();
+        rotated.active_encryption_key = "k2".into();
+        let third = FieldCipher::from_settings(&rotated, Some(&path)).unwrap();
+        assert_eq!(third.active_key().as_str(), "k2");
+        assert_eq!(third.decrypt_str(aad(1), &e).unwrap(), "kept");
+        assert_eq!(first.email_index("a@b.c"), third.email_index("a@b.c"));
+        let moved = third.reencrypt(aad(1), &e).unwrap().unwrap();
+        assert_eq!(FieldCipher::key_id_of(&moved).unwrap(), "k2");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
