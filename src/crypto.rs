@@ -365,16 +365,19 @@ impl FieldCipher {
     }
 
     /// Re-seals an envelope under the active key; `None` if it already is
-    /// (so a rerun of a rotation skips it).
+    /// (so a rerun of a rotation skips it). Every envelope is opened, even
+    /// one to be skipped: a rotation thereby also checks that all data is
+    /// readable (e.g. a key id reused for other key material is an error,
+    /// not a silent skip).
     pub fn reencrypt(
         &self,
         aad: FieldAad,
         envelope: &[u8],
     ) -> Result<Option<Vec<u8>>, CryptoError> {
+        let plain = self.decrypt(aad, envelope)?;
         if Self::key_id_of(envelope)? == self.active.as_str() {
             return Ok(None);
         }
-        let plain = self.decrypt(aad, envelope)?;
         self.encrypt(aad, &plain).map(Some)
     }
 
@@ -569,6 +572,12 @@ mod tests {
         assert_eq!(FieldCipher::key_id_of(&moved).unwrap(), "b");
         assert_eq!(both.decrypt_str(aad(1), &moved).unwrap(), "secret");
         assert!(both.reencrypt(aad(1), &moved).unwrap().is_none());
+        // The same id with other key material is an error, not a skip.
+        let impostor = cipher(&[("a", 1), ("b", 3)], "b");
+        assert!(matches!(
+            impostor.reencrypt(aad(1), &moved),
+            Err(CryptoError::Authentication)
+        ));
     }
 
     #[test]

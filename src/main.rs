@@ -209,7 +209,10 @@ async fn main() -> anyhow::Result<()> {
             if r.complete {
                 println!("done: every encrypted field is under the active key");
             } else {
-                println!("stopped after {max_batches:?} batches: run again to continue");
+                println!(
+                    "stopped after {} batches: run again to continue",
+                    max_batches.unwrap_or_default()
+                );
             }
         }
         Command::Migrate => {
