@@ -50,6 +50,19 @@ pub struct SecuritySettings {
     pub cors_origins: Vec<String>,
     /// Concurrent holds per patient.
     pub max_holds_per_patient: usize,
+    /// Field encryption keys: key id → base64 of 32 random bytes.
+    #[serde(default)]
+    pub encryption_keys: std::collections::BTreeMap<String, SecretString>,
+    /// The key id new ciphertexts are sealed under.
+    #[serde(default)]
+    pub active_encryption_key: String,
+    /// HMAC key (base64, ≥ 32 bytes) of the e-mail blind index.
+    #[serde(default = "empty_secret")]
+    pub blind_index_key: SecretString,
+}
+
+fn empty_secret() -> SecretString {
+    String::new().into()
 }
 
 /// `[ml]`

@@ -21,14 +21,18 @@
 //! - [`web`]: the embedded web app (patient page, wall display, provider screen).
 //! - [`ratelimit`]: request rate limits and failed-login lock-outs.
 //! - [`tls`]: built-in HTTPS (rustls).
+//! - [`crypto`]: encryption at rest of patient fields, the e-mail blind index.
+//! - [`privacy`]: key rotation, data export and erasure of a patient.
 
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod live;
+pub mod privacy;
 pub mod ratelimit;
 pub mod routes;
 pub mod startup;

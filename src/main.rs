@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Field encryption keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,6 +73,23 @@ enum AuditCommand {
         /// Entries read per query.
         #[arg(long, default_value_t = 5000)]
         batch: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt every encrypted field under security.active_encryption_key
+    /// (old keys must still be configured). Works in batches, each its own
+    /// transaction; safe to interrupt and rerun: it continues where it
+    /// stopped. Remove an old key from the configuration only after a
+    /// complete run.
+    Rotate {
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+        /// Stop after this many batches (run again to continue).
+        #[arg(long)]
+        max_batches: Option<u64>,
     },
 }
 
@@ -206,6 +228,28 @@ async fn main() -> anyhow::Result<()> {
                     eprintln!("audit chain BROKEN at seq {seq}: {reason}");
                     std::process::exit(2);
                 }
+            }
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { batch, max_batches },
+        } => {
+            let store = open_store(&settings, true).await?;
+            let r = docspot::privacy::rotate_keys(store.as_ref(), batch, max_batches).await?;
+            for t in &r.tables {
+                println!(
+                    "{:<20} scanned {:>8}  re-encrypted {:>8}",
+                    t.table.table(),
+                    t.scanned,
+                    t.rewritten
+                );
+            }
+            if r.complete {
+                println!("done: every encrypted field is under the active key");
+            } else {
+                println!(
+                    "stopped after {} batches: run again to continue",
+                    max_batches.unwrap_or_default()
+                );
             }
         }
         Command::Migrate => {

@@ -40,6 +40,9 @@ pub enum StartupError {
     /// A setting is invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// The field encryption keys are missing or unusable.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
 }
 
 /// A built, not yet running, DocSpot server.
@@ -56,7 +59,18 @@ pub async fn open_store(
     settings: &Settings,
     migrate: bool,
 ) -> Result<Arc<dyn Store>, StartupError> {
-    match settings.backend().map_err(StartupError::Config)? {
+    let backend = settings.backend().map_err(StartupError::Config)?;
+    // The embedded mode keeps generated field keys beside the database when
+    // none are configured; PostgreSQL refuses to start without keys.
+    let key_file = match &backend {
+        Backend::Sqlite(db) => Some(db.with_extension("keys")),
+        Backend::Postgres(_) => None,
+    };
+    let cipher = Arc::new(crate::crypto::FieldCipher::from_settings(
+        &settings.security,
+        key_file.as_deref(),
+    )?);
+    match backend {
         Backend::Postgres(url) => {
             if settings.database.create_if_missing {
                 postgres::create_database_if_missing(&url).await?;
@@ -67,14 +81,14 @@ pub async fn open_store(
                     tracing::info!(applied = n, "migrations applied");
                 }
             }
-            Ok(Arc::new(PgStore::connect(
-                &url,
-                settings.database.pool_size,
-            )?))
+            let store = PgStore::connect(&url, settings.database.pool_size, cipher)?;
+            // Accounts from before encryption at rest: encrypt, drop plaintext.
+            store.encrypt_legacy_users(500, None).await?;
+            Ok(Arc::new(store))
         }
         Backend::Sqlite(path) => {
             // Opening runs migrations: an embedded store is always current.
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, cipher))
                 .await
                 .map_err(|e| StoreError(e.to_string()))??;
             Ok(Arc::new(store))

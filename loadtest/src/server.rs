@@ -80,6 +80,12 @@ pub struct SpawnOpts {
     pub env: Vec<(String, String)>,
 }
 
+/// Field encryption key of benchmark servers (base64 of 32 bytes; never a
+/// production key).
+const FIELD_KEY: &str = "YmVuY2gtb25seS1maWVsZC1rZXktMzItYnl0ZXMhISE=";
+/// Blind-index key of benchmark servers (base64 of 32 bytes).
+const BLIND_INDEX_KEY: &str = "YmVuY2gtb25seS1ibGluZC1pbmRleC1rZXktMzJieXQ=";
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -88,6 +94,11 @@ fn docspot(bin: &Path, db_url: &str) -> Command {
     let mut c = Command::new(bin);
     c.env("DOCSPOT_DATABASE_URL", db_url)
         .env("DOCSPOT_AUTH__JWT_SECRET", JWT_SECRET)
+        // A PostgreSQL server refuses to start without field encryption
+        // keys; every node of a run must share them (fixed bench-only keys).
+        .env("DOCSPOT_SECURITY__ENCRYPTION_KEYS__BENCH", FIELD_KEY)
+        .env("DOCSPOT_SECURITY__ACTIVE_ENCRYPTION_KEY", "bench")
+        .env("DOCSPOT_SECURITY__BLIND_INDEX_KEY", BLIND_INDEX_KEY)
         // Tokens must outlive the whole run.
         .env("DOCSPOT_AUTH__ACCESS_TOKEN_TTL_SECS", "86400")
         .env("DOCSPOT_ML__RETRAIN_INTERVAL_SECS", "0")

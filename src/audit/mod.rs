@@ -83,8 +83,12 @@ pub enum Action {
     AppointmentCancel,
     /// Attended or no-show was recorded.
     AppointmentOutcome,
+    /// The reason for visit or the doctor's notes were written.
+    AppointmentDetailsUpdate,
     /// A patient's record was read.
     PatientRead,
+    /// A patient's record (profile) was changed.
+    PatientUpdate,
     /// A patient's data was exported.
     PatientExport,
     /// A patient's personal data was erased.
@@ -107,7 +111,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for parsing and documentation.
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 21] = [
         Action::AppointmentRead,
         Action::AppointmentList,
         Action::DoctorDayRead,
@@ -117,7 +121,9 @@ impl Action {
         Action::AppointmentReschedule,
         Action::AppointmentCancel,
         Action::AppointmentOutcome,
+        Action::AppointmentDetailsUpdate,
         Action::PatientRead,
+        Action::PatientUpdate,
         Action::PatientExport,
         Action::PatientErase,
         Action::LiveSubscribe,
@@ -141,7 +147,9 @@ impl Action {
             Action::AppointmentReschedule => "appointment.reschedule",
             Action::AppointmentCancel => "appointment.cancel",
             Action::AppointmentOutcome => "appointment.outcome",
+            Action::AppointmentDetailsUpdate => "appointment.details_update",
             Action::PatientRead => "patient.read",
+            Action::PatientUpdate => "patient.update",
             Action::PatientExport => "patient.export",
             Action::PatientErase => "patient.erase",
             Action::LiveSubscribe => "live.subscribe",

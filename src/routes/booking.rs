@@ -414,7 +414,7 @@ async fn own_appointment(
 
 /// One appointment.
 #[utoipa::path(get, path = "/api/v1/appointments/{id}", tag = "appointments",
-    security(("bearer" = [])), responses((status = 200, body = AppointmentOut), (status = 404, body = crate::error::Problem)))]
+    security(("bearer" = [])), responses((status = 200, body = super::privacy::AppointmentView), (status = 404, body = crate::error::Problem)))]
 pub async fn get_appointment(
     state: State,
     user: AuthUser,
@@ -432,7 +432,9 @@ pub async fn get_appointment(
     audit
         .appointment(&state, &user, Action::AppointmentRead, &a)
         .await?;
-    Ok(HttpResponse::Ok().json(AppointmentOut::from(a)))
+    // With the reason for visit and doctor's notes, which everyone who may
+    // see the appointment may read.
+    Ok(HttpResponse::Ok().json(super::privacy::appointment_view(&state, a).await?))
 }
 
 /// An appointment's history.

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod booking;
 pub mod health;
+pub mod privacy;
 pub mod suggest;
 
 use std::sync::Arc;
@@ -184,6 +185,8 @@ pub fn require_admin(user: &AuthUser, clinic: ClinicId) -> Result<(), ApiError> 
         admin::create_visit_type, admin::list_rules, admin::create_rule, admin::delete_rule,
         admin::list_exceptions, admin::create_exception, admin::delete_exception,
         audit::audit_log,
+        privacy::get_profile, privacy::put_profile, privacy::put_details, privacy::export,
+        privacy::erase_me, privacy::erase_patient,
     ),
     components(schemas(crate::error::Problem, SlotOut, AppointmentOut)),
     modifiers(&BearerAuth, &ProblemResponses),
@@ -312,6 +315,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post()
                         .to(booking::record_outcome)
                         .wrap(from_fn(limit_booking)),
+                )
+                .route(
+                    "/appointments/{id}/details",
+                    web::put().to(privacy::put_details),
+                )
+                .route("/me/profile", web::get().to(privacy::get_profile))
+                .route("/me/profile", web::put().to(privacy::put_profile))
+                .route("/me/export", web::get().to(privacy::export))
+                // The password check makes this a guessing target too.
+                .route(
+                    "/me/erase",
+                    web::post().to(privacy::erase_me).wrap(from_fn(limit_auth)),
+                )
+                .route(
+                    "/patients/{id}/erase",
+                    web::post().to(privacy::erase_patient),
                 )
                 .route(
                     "/holds",

@@ -7,7 +7,13 @@
 //! server) with the same behaviour.
 
 pub mod postgres;
+pub mod privacy;
 pub mod sqlite;
+
+pub use privacy::{
+    AppointmentDetails, DetailsChange, EncryptedTable, Erasure, PatientProfile, PrivacyStore,
+    RotateBatch,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -332,7 +338,7 @@ pub enum RefreshOutcome {
 
 /// Everything DocSpot stores.
 #[async_trait]
-pub trait Store: CalendarStore {
+pub trait Store: CalendarStore + PrivacyStore {
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 

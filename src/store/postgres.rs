@@ -36,12 +36,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{NoTls, Row, error::SqlState};
 use uuid::Uuid;
 
+mod privacy;
+
+use super::privacy::{SealedUser, open_user};
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
     PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, SuggestionLog, UserRecord,
     VisitTypeRecord,
 };
-use crate::domain::Email;
+use crate::{crypto::FieldCipher, domain::Email};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -120,11 +123,27 @@ pub async fn migrate(url: &str) -> Result<usize, StoreError> {
     Ok(report?.applied_migrations().len())
 }
 
+/// Applies migrations up to and including `version` only (tests build
+/// databases as older releases left them).
+pub async fn migrate_to(url: &str, version: i32) -> Result<usize, StoreError> {
+    let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
+    let (mut client, conn) = cfg.connect(NoTls).await.map_err(unavailable)?;
+    tokio::spawn(conn);
+    let report = embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(&mut client)
+        .await
+        .map_err(unavailable)?;
+    Ok(report.applied_migrations().len())
+}
+
 /// The PostgreSQL store: a connection pool, and commit lanes that group
 /// the batches of many doctors into one transaction.
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Seals and opens the encrypted columns.
+    cipher: Arc<FieldCipher>,
     lanes: Arc<OnceLock<Vec<mpsc::UnboundedSender<Job>>>>,
 }
 
@@ -142,8 +161,9 @@ struct Job {
 }
 
 impl PgStore {
-    /// Connects a pool of `size` connections (lazily).
-    pub fn connect(url: &str, size: usize) -> Result<Self, StoreError> {
+    /// Connects a pool of `size` connections (lazily); encrypted columns
+    /// are sealed and opened with `cipher`.
+    pub fn connect(url: &str, size: usize, cipher: Arc<FieldCipher>) -> Result<Self, StoreError> {
         let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
         let mgr = Manager::from_config(
             cfg,
@@ -158,6 +178,7 @@ impl PgStore {
             .map_err(unavailable)?;
         Ok(Self {
             pool,
+            cipher,
             lanes: Arc::new(OnceLock::new()),
         })
     }
@@ -214,12 +235,20 @@ fn provider_alert(row: &Row) -> Result<ProviderAlert, StoreError> {
     })
 }
 
-fn user(row: &Row) -> Result<UserRecord, StoreError> {
+fn user(row: &Row, cipher: &FieldCipher) -> Result<UserRecord, StoreError> {
     let role: &str = row.get("role");
+    let id: Uuid = row.get("id");
+    let (email, name) = open_user(
+        cipher,
+        id,
+        row.get::<_, Option<&[u8]>>("email_enc"),
+        row.get::<_, Option<&[u8]>>("name_enc"),
+    )
+    .map_err(unavailable)?;
     Ok(UserRecord {
-        id: UserId(row.get("id")),
-        email: row.get("email"),
-        name: row.get("name"),
+        id: UserId(id),
+        email,
+        name,
         role: role.parse().map_err(unavailable)?,
         doctor_id: row.get::<_, Option<Uuid>>("doctor_id").map(DoctorId),
         clinic_id: row.get::<_, Option<Uuid>>("clinic_id").map(ClinicId),
@@ -915,16 +944,21 @@ impl Store for PgStore {
     }
 
     async fn create_user(&self, u: NewUser) -> Result<UserRecord, DbError> {
+        let id = UserId::new();
+        let sealed =
+            SealedUser::seal(&self.cipher, id, u.email.as_str(), &u.name).map_err(unavailable)?;
         let client = self.client().await?;
         let row = client
             .query_one(
-                "INSERT INTO users (id, email, password_hash, name, role, doctor_id, clinic_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                "INSERT INTO users (id, email_hash, email_enc, password_hash, name_enc, role,
+                    doctor_id, clinic_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
                 &[
-                    &UserId::new().0,
-                    &u.email.as_str(),
+                    &id.0,
+                    &sealed.email_hash,
+                    &sealed.email,
                     &u.password_hash,
-                    &u.name,
+                    &sealed.name,
                     &u.role.as_str(),
                     &u.doctor_id.map(|d| d.0),
                     &u.clinic_id.map(|c| c.0),
@@ -932,19 +966,19 @@ impl Store for PgStore {
             )
             .await
             .map_err(|e| catalogue_error(e, "account"))?;
-        Ok(user(&row)?)
+        Ok(user(&row, &self.cipher)?)
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT * FROM users WHERE lower(email) = $1",
-                &[&email.as_str()],
+                "SELECT * FROM users WHERE email_hash = $1",
+                &[&self.cipher.email_index(email.as_str())],
             )
             .await
             .map_err(unavailable)?;
-        row.as_ref().map(user).transpose()
+        row.as_ref().map(|r| user(r, &self.cipher)).transpose()
     }
 
     async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
@@ -953,7 +987,7 @@ impl Store for PgStore {
             .query_opt("SELECT * FROM users WHERE id = $1", &[&id.0])
             .await
             .map_err(unavailable)?;
-        row.as_ref().map(user).transpose()
+        row.as_ref().map(|r| user(r, &self.cipher)).transpose()
     }
 
     async fn insert_refresh_token(
@@ -1042,7 +1076,7 @@ impl Store for PgStore {
         .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(RefreshOutcome::Rotated {
-            user: user(&user_row)?,
+            user: user(&user_row, &self.cipher)?,
             family,
         })
     }

@@ -77,12 +77,19 @@ use rusqlite::{
 };
 use uuid::Uuid;
 
+mod privacy;
+
+use super::privacy::{SealedUser, open_user};
 use super::{
     Clinic, ClinicFields, DbError, Doctor, DoctorFields, ExceptionRecord, HistoryEntry, NewUser,
     PastVisit, ProviderAlert, RefreshOutcome, RuleRecord, Store, SuggestionLog, UserRecord,
     VisitTypeRecord,
 };
-use crate::domain::{Email, Role};
+use crate::{
+    crypto::FieldCipher,
+    domain::{Email, Role},
+};
+use privacy::{LEGACY_BATCH, encrypt_legacy_users};
 
 /// Schema migrations in order; `PRAGMA user_version` records the last one
 /// applied. Append new versions, never edit applied ones.
@@ -95,6 +102,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/sqlite/V3__suggestion_log.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/sqlite/V4__field_encryption.sql"),
     ),
     (5, include_str!("../../migrations/sqlite/V5__audit_log.sql")),
 ];
@@ -350,11 +361,19 @@ fn appointment(r: &Row<'_>) -> rusqlite::Result<Appointment> {
     })
 }
 
-fn user(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+fn user(r: &Row<'_>, cipher: &FieldCipher) -> rusqlite::Result<UserRecord> {
+    let id = r.get::<_, Id>("id")?.0;
+    let (email, name) = open_user(
+        cipher,
+        id,
+        r.get::<_, Option<Vec<u8>>>("email_enc")?.as_deref(),
+        r.get::<_, Option<Vec<u8>>>("name_enc")?.as_deref(),
+    )
+    .map_err(invalid_row)?;
     Ok(UserRecord {
-        id: UserId(r.get::<_, Id>("id")?.0),
-        email: r.get("email")?,
-        name: r.get("name")?,
+        id: UserId(id),
+        email,
+        name,
         role: r.get::<_, Parsed<Role>>("role")?.0,
         doctor_id: r.get::<_, Option<Id>>("doctor_id")?.map(|i| DoctorId(i.0)),
         clinic_id: r.get::<_, Option<Id>>("clinic_id")?.map(|i| ClinicId(i.0)),
@@ -460,9 +479,13 @@ fn doctor_by_id(conn: &Connection, id: DoctorId) -> rusqlite::Result<Option<Doct
         .optional()
 }
 
-fn user_by_id(conn: &Connection, id: Uuid) -> rusqlite::Result<Option<UserRecord>> {
+fn user_by_id(
+    conn: &Connection,
+    cipher: &FieldCipher,
+    id: Uuid,
+) -> rusqlite::Result<Option<UserRecord>> {
     conn.prepare_cached("SELECT * FROM users WHERE id = ?1")?
-        .query_row([uid(id)], user)
+        .query_row([uid(id)], |r| user(r, cipher))
         .optional()
 }
 
@@ -999,6 +1022,8 @@ struct Inner {
     /// Read-only connections, taken round-robin.
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Seals and opens the encrypted columns.
+    cipher: Arc<FieldCipher>,
 }
 
 /// Opens one connection with the store's settings.
@@ -1012,7 +1037,11 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
             Some(format!("cannot use WAL mode (journal mode is {mode})")),
         ));
     }
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    // secure_delete: deleted or overwritten content is zeroed, not left in
+    // free space of the file, so erased or re-encrypted data is really gone.
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+    )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -1057,9 +1086,11 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 
 impl SqliteStore {
     /// Opens (creating if needed, with its parent directory) the database
-    /// file at `path` and applies pending migrations. Blocking: call it at
-    /// start-up, not from a busy async worker.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    /// file at `path`, applies pending migrations and encrypts any account
+    /// still stored in plaintext; encrypted columns are sealed and opened
+    /// with `cipher`. Blocking: call it at start-up, not from a busy async
+    /// worker.
+    pub fn open(path: &Path, cipher: Arc<FieldCipher>) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -1068,6 +1099,7 @@ impl SqliteStore {
         }
         let mut writer = connect(path).map_err(unavailable)?;
         migrate(&mut writer)?;
+        encrypt_legacy_users(&mut writer, &cipher, LEGACY_BATCH)?;
         let readers = (0..READERS)
             .map(|_| {
                 let conn = connect(path)?;
@@ -1081,6 +1113,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
+                cipher,
             }),
         })
     }
@@ -1227,26 +1260,31 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, u: NewUser) -> Result<UserRecord, DbError> {
+        let id = UserId::new();
+        let cipher = self.inner.cipher.clone();
+        let sealed = SealedUser::seal(&cipher, id, u.email.as_str(), &u.name)
+            .map_err(|e| DbError::Unavailable(unavailable(e)))?;
         self.write(move |conn| {
             let row = conn
                 .prepare_cached(
-                    "INSERT INTO users (id, email, password_hash, name, role, doctor_id,
-                        clinic_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING *",
+                    "INSERT INTO users (id, email_hash, email_enc, password_hash, name_enc, role,
+                        doctor_id, clinic_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING *",
                 )
                 .map_err(db)?
                 .query_row(
                     params![
-                        uid(UserId::new().0),
-                        u.email.as_str().to_lowercase(),
+                        uid(id.0),
+                        sealed.email_hash,
+                        sealed.email,
                         u.password_hash,
-                        u.name,
+                        sealed.name,
                         u.role.as_str(),
                         u.doctor_id.map(|d| uid(d.0)),
                         u.clinic_id.map(|c| uid(c.0)),
                         now_us(),
                     ],
-                    user,
+                    |r| user(r, &cipher),
                 )
                 .map_err(|e| catalogue_error(e, "account"))?;
             Ok(row)
@@ -1255,17 +1293,19 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>, StoreError> {
-        let email = email.as_str().to_lowercase();
+        let cipher = self.inner.cipher.clone();
+        let hash = cipher.email_index(email.as_str());
         self.read(move |conn| {
-            conn.prepare_cached("SELECT * FROM users WHERE lower(email) = ?1")?
-                .query_row([email], user)
+            conn.prepare_cached("SELECT * FROM users WHERE email_hash = ?1")?
+                .query_row([hash], |r| user(r, &cipher))
                 .optional()
         })
         .await
     }
 
     async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        self.read(move |conn| user_by_id(conn, id.0)).await
+        let cipher = self.inner.cipher.clone();
+        self.read(move |conn| user_by_id(conn, &cipher, id.0)).await
     }
 
     async fn insert_refresh_token(
@@ -1305,8 +1345,9 @@ impl Store for SqliteStore {
         next_expires: DateTime<Utc>,
     ) -> Result<RefreshOutcome, StoreError> {
         let (digest, next) = (digest.to_vec(), next.to_vec());
+        let cipher = self.inner.cipher.clone();
         self.write(move |conn| {
-            use_refresh_token(conn, &digest, &next, next_expires).map_err(unavailable)
+            use_refresh_token(conn, &cipher, &digest, &next, next_expires).map_err(unavailable)
         })
         .await
     }
@@ -1864,6 +1905,7 @@ fn sweep(conn: &mut Connection) -> rusqlite::Result<u64> {
 /// Rotation with reuse detection, exactly as the PostgreSQL store does it.
 fn use_refresh_token(
     conn: &mut Connection,
+    cipher: &FieldCipher,
     digest: &[u8],
     next: &[u8],
     next_expires: DateTime<Utc>,
@@ -1906,7 +1948,7 @@ fn use_refresh_token(
         "UPDATE refresh_tokens SET used_at = ?2 WHERE id = ?1",
         params![uid(token_id), now],
     )?;
-    let user = user_by_id(&tx, user_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let user = user_by_id(&tx, cipher, user_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     tx.execute(
         "INSERT INTO refresh_tokens (id, user_id, token_hash, family_id, expires_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -2005,6 +2047,14 @@ mod tests {
 
     /// A store with one clinic, doctor, patient and default visit type.
     /// Fields drop in order: the store closes before the files go.
+    /// One keyring for every store of the tests, so reopening a file reads it.
+    fn test_cipher() -> Arc<FieldCipher> {
+        static CIPHER: std::sync::OnceLock<Arc<FieldCipher>> = std::sync::OnceLock::new();
+        CIPHER
+            .get_or_init(|| Arc::new(FieldCipher::generate()))
+            .clone()
+    }
+
     struct Fixture {
         store: SqliteStore,
         doctor: DoctorId,
@@ -2061,7 +2111,7 @@ mod tests {
 
     async fn fixture() -> Fixture {
         let db = TempDb::new();
-        let store = SqliteStore::open(&db.path()).unwrap();
+        let store = SqliteStore::open(&db.path(), test_cipher()).unwrap();
         let clinic = store.create_clinic(clinic_fields("Clinic")).await.unwrap();
         let doctor = store
             .create_doctor(clinic.id, doctor_fields("Dr Ada", &["Cardiology"]))
@@ -2430,7 +2480,7 @@ mod tests {
     async fn concurrent_batches_on_one_slot_have_exactly_one_winner() {
         let f = fixture().await;
         // A second store on the same file stands for a second process.
-        let other = SqliteStore::open(&f.db.path()).unwrap();
+        let other = SqliteStore::open(&f.db.path(), test_cipher()).unwrap();
         let mut tasks = Vec::new();
         for i in 0..40_i64 {
             let store = if i % 2 == 0 {
@@ -2575,7 +2625,7 @@ mod tests {
         } = f;
         drop(store);
 
-        let store = SqliteStore::open(&db.path()).unwrap();
+        let store = SqliteStore::open(&db.path(), test_cipher()).unwrap();
         assert_eq!(store.appointment(a.id).await.unwrap(), Some(a.clone()));
         assert_eq!(store.history(a.id).await.unwrap().len(), 1);
         assert_eq!(store.patient_appointments(patient).await.unwrap(), vec![a]);
@@ -3180,7 +3230,7 @@ mod tests {
             assert_eq!(tables, 0);
         }
 
-        let store = SqliteStore::open(&db.path()).unwrap();
+        let store = SqliteStore::open(&db.path(), test_cipher()).unwrap();
         let version: i64 = lock(&store.inner.writer)
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
@@ -3221,7 +3271,7 @@ mod tests {
         drop(store);
 
         // Opening again applies nothing twice.
-        let store = SqliteStore::open(&db.path()).unwrap();
+        let store = SqliteStore::open(&db.path(), test_cipher()).unwrap();
         let version: i64 = lock(&store.inner.writer)
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();

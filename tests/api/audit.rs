@@ -646,3 +646,38 @@ async fn the_audit_endpoint_is_in_the_openapi_document() {
     assert!(doc["components"]["schemas"]["AuditEntry"].is_object());
     assert!(doc["components"]["schemas"]["AuditPage"].is_object());
 }
+
+#[actix_web::test]
+async fn privacy_requests_are_recorded_by_patient_id() {
+    let app = spawn_app().await;
+    let (patient, pt) = app.patient().await;
+    let (_, platform) = app.user(Role::ClinicAdmin, None, None).await;
+    let r = app
+        .client
+        .put(app.url("/api/v1/me/profile"))
+        .bearer_auth(&pt)
+        .json(&json!({"phone": "+1 555 0100", "date_of_birth": "1980-02-29"}))
+        .send()
+        .await
+        .unwrap();
+    expect(r, 200).await;
+    expect(app.get(&pt, "/api/v1/me/profile").await, 200).await;
+    expect(app.get(&pt, "/api/v1/me/export").await, 200).await;
+    let r = app
+        .post(&pt, "/api/v1/me/erase", json!({"password": "password-123"}))
+        .await;
+    expect(r, 200).await;
+    let list = entries(&app, &platform, &format!("patient_id={}", patient.id)).await;
+    let got = actions(&list);
+    for want in [
+        "patient.update",
+        "patient.read",
+        "patient.export",
+        "patient.erase",
+    ] {
+        assert!(got.contains(&want), "{want} missing from {got:?}");
+    }
+    // Ids only: nothing erased lives on in the log.
+    let text = serde_json::to_string(&list).unwrap();
+    assert!(!text.contains("555 0100") && !text.contains("1980-02-29"));
+}

@@ -38,6 +38,16 @@ fn docspot(db_url: &str, port: u16) -> Command {
     c.env("DOCSPOT_DATABASE_URL", db_url)
         .env("DOCSPOT_LISTEN", format!("127.0.0.1:{port}"))
         .env("DOCSPOT_AUTH__JWT_SECRET", "durability-test-secret")
+        // A PostgreSQL server refuses to start without field encryption keys.
+        .env(
+            "DOCSPOT_SECURITY__ENCRYPTION_KEYS__TEST-A",
+            crate::helpers::TEST_KEY_A.1,
+        )
+        .env("DOCSPOT_SECURITY__ACTIVE_ENCRYPTION_KEY", "test-a")
+        .env(
+            "DOCSPOT_SECURITY__BLIND_INDEX_KEY",
+            crate::helpers::TEST_BLIND_INDEX_KEY,
+        )
         .env("DOCSPOT_HTTP__WORKERS", "1")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -115,6 +115,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     settings.database_url = database.url().into();
     settings.listen = "127.0.0.1:0".into();
     settings.auth.jwt_secret = "integration-test-secret".to_string().into();
+    set_test_keys(&mut settings, &[TEST_KEY_A], TEST_KEY_A.0);
     settings.calendar.hold_ttl_secs = opts.hold_ttl_secs;
     settings.calendar.idle_timeout_secs = opts.idle_timeout_secs;
     settings.calendar.threads = 1;
@@ -168,6 +169,22 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
             .build()
             .unwrap(),
     }
+}
+
+/// Field encryption keys of the tests: (key id, base64 of 32 bytes).
+pub const TEST_KEY_A: (&str, &str) = ("test-a", "dGVzdC1rZXktYS0zMi1ieXRlcy1vZi1rZXktbWF0ZXI=");
+pub const TEST_KEY_B: (&str, &str) = ("test-b", "dGVzdC1rZXktYi0zMi1ieXRlcy1vZi1rZXktbWF0ZXI=");
+pub const TEST_BLIND_INDEX_KEY: &str = "dGVzdC1ibGluZC1pbmRleC1rZXktMzItYnl0ZXMtISE=";
+
+/// Configures these field encryption keys, `active` sealing new data (a
+/// PostgreSQL server refuses to start without keys).
+pub fn set_test_keys(settings: &mut Settings, keys: &[(&str, &str)], active: &str) {
+    settings.security.encryption_keys = keys
+        .iter()
+        .map(|(id, k)| (id.to_string(), k.to_string().into()))
+        .collect();
+    settings.security.active_encryption_key = active.into();
+    settings.security.blind_index_key = TEST_BLIND_INDEX_KEY.to_string().into();
 }
 
 /// A row written behind the server's back (history, or a crashed node's hold).

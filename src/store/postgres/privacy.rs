@@ -1,0 +1,323 @@
+//! PostgreSQL side of [`PrivacyStore`], and the one-time encryption of
+//! accounts written before encryption at rest existed.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use docspot_actors::{
+    domain::{AppointmentId, DoctorId, UserId},
+    store::StoreError,
+};
+use uuid::Uuid;
+
+use super::{PgStore, unavailable};
+use crate::store::{
+    SuggestionLog,
+    privacy::{
+        AppointmentDetails, DetailsChange, EncryptedTable, Erasure, PatientProfile, PrivacyStore,
+        RotateBatch, SealedProfile, SealedUser, columns, open_details, reencrypt_row, seal_text,
+    },
+};
+
+impl PgStore {
+    /// Encrypts accounts still stored in plaintext (a database from before
+    /// V4), `batch` rows per transaction, blanking their plaintext; when none
+    /// is left, drops the plaintext `email` and `name` columns. Resumable:
+    /// an interrupted run leaves whole batches done and the rest as they
+    /// were. Returns the rows encrypted.
+    /// `max_batches` stops early, leaving the columns (tests of resuming).
+    pub async fn encrypt_legacy_users(
+        &self,
+        batch: i64,
+        max_batches: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let legacy = client
+            .query_opt(
+                "SELECT 1 FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = 'users'
+                   AND column_name = 'email'",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?
+            .is_some();
+        if !legacy {
+            return Ok(0);
+        }
+        let mut done = 0;
+        let mut batches = 0;
+        loop {
+            if max_batches.is_some_and(|m| batches >= m) {
+                return Ok(done);
+            }
+            batches += 1;
+            let tx = client.transaction().await.map_err(unavailable)?;
+            let rows = tx
+                .query(
+                    "SELECT id, email, name FROM users
+                     WHERE email_enc IS NULL AND erased_at IS NULL
+                     ORDER BY id LIMIT $1 FOR UPDATE",
+                    &[&batch.max(1)],
+                )
+                .await
+                .map_err(unavailable)?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let id: Uuid = row.get("id");
+                let email: Option<String> = row.get("email");
+                let name: Option<String> = row.get("name");
+                let sealed = SealedUser::seal(
+                    &self.cipher,
+                    UserId(id),
+                    email.as_deref().unwrap_or_default(),
+                    name.as_deref().unwrap_or_default(),
+                )
+                .map_err(unavailable)?;
+                tx.execute(
+                    "UPDATE users SET email_hash = $2, email_enc = $3, name_enc = $4,
+                        email = '', name = ''
+                     WHERE id = $1",
+                    &[&id, &sealed.email_hash, &sealed.email, &sealed.name],
+                )
+                .await
+                .map_err(unavailable)?;
+            }
+            tx.commit().await.map_err(unavailable)?;
+            done += rows.len() as u64;
+        }
+        // IF EXISTS: another node starting at the same time may have won.
+        client
+            .batch_execute(
+                "ALTER TABLE users DROP COLUMN IF EXISTS email, DROP COLUMN IF EXISTS name",
+            )
+            .await
+            .map_err(unavailable)?;
+        // Rewrite the table so the old row versions, which still hold the
+        // plaintext, do not linger in its files until reused (this runs
+        // once: the next start finds no plaintext column).
+        client
+            .batch_execute("VACUUM FULL users")
+            .await
+            .map_err(unavailable)?;
+        if done > 0 {
+            tracing::info!(rows = done, "encrypted accounts stored in plaintext");
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait]
+impl PrivacyStore for PgStore {
+    async fn profile(&self, user: UserId) -> Result<PatientProfile, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT phone_enc, date_of_birth_enc FROM patient_profiles WHERE user_id = $1",
+                &[&user.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        match row {
+            None => Ok(PatientProfile::default()),
+            Some(r) => SealedProfile {
+                phone: r.get("phone_enc"),
+                date_of_birth: r.get("date_of_birth_enc"),
+            }
+            .open(&self.cipher, user)
+            .map_err(unavailable),
+        }
+    }
+
+    async fn set_profile(&self, user: UserId, p: &PatientProfile) -> Result<(), StoreError> {
+        let sealed = SealedProfile::seal(&self.cipher, user, p).map_err(unavailable)?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO patient_profiles (user_id, phone_enc, date_of_birth_enc)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id) DO UPDATE SET phone_enc = EXCLUDED.phone_enc,
+                    date_of_birth_enc = EXCLUDED.date_of_birth_enc, updated_at = now()",
+                &[&user.0, &sealed.phone, &sealed.date_of_birth],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn appointment_details(
+        &self,
+        id: AppointmentId,
+    ) -> Result<Option<AppointmentDetails>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT reason_enc, notes_enc FROM appointment_details WHERE appointment_id = $1",
+                &[&id.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| {
+            open_details(&self.cipher, id, r.get("reason_enc"), r.get("notes_enc"))
+                .map_err(unavailable)
+        })
+        .transpose()
+    }
+
+    async fn update_appointment_details(
+        &self,
+        id: AppointmentId,
+        change: &DetailsChange,
+    ) -> Result<AppointmentDetails, StoreError> {
+        let reason = seal_text(
+            &self.cipher,
+            columns::REASON,
+            id.0,
+            change.reason.as_deref(),
+        )
+        .map_err(unavailable)?;
+        let notes = seal_text(&self.cipher, columns::NOTES, id.0, change.notes.as_deref())
+            .map_err(unavailable)?;
+        let client = self.client().await?;
+        // One statement: concurrent writers of the two fields cannot lose
+        // each other's change.
+        let row = client
+            .query_one(
+                "INSERT INTO appointment_details (appointment_id, reason_enc, notes_enc)
+                 VALUES ($1, $3, $5)
+                 ON CONFLICT (appointment_id) DO UPDATE SET
+                    reason_enc = CASE WHEN $2 THEN EXCLUDED.reason_enc
+                                      ELSE appointment_details.reason_enc END,
+                    notes_enc = CASE WHEN $4 THEN EXCLUDED.notes_enc
+                                     ELSE appointment_details.notes_enc END,
+                    updated_at = now()
+                 RETURNING reason_enc, notes_enc",
+                &[
+                    &id.0,
+                    &change.reason.is_some(),
+                    &reason,
+                    &change.notes.is_some(),
+                    &notes,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        open_details(
+            &self.cipher,
+            id,
+            row.get("reason_enc"),
+            row.get("notes_enc"),
+        )
+        .map_err(unavailable)
+    }
+
+    async fn suggestion_logs_of(&self, patient: UserId) -> Result<Vec<SuggestionLog>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT doctor_id, shown_at, starts FROM suggestion_log
+                 WHERE patient_id = $1 ORDER BY id",
+                &[&patient.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|r| SuggestionLog {
+                patient,
+                doctor: DoctorId(r.get("doctor_id")),
+                shown_at: r.get("shown_at"),
+                starts: r.get::<_, Vec<DateTime<Utc>>>("starts"),
+            })
+            .collect())
+    }
+
+    async fn erase_patient(&self, patient: UserId) -> Result<Option<Erasure>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // The password hash becomes a value no PHC parser accepts, so no
+        // password verifies against it.
+        let n = tx
+            .execute(
+                "UPDATE users SET email_hash = NULL, email_enc = NULL, name_enc = NULL,
+                    password_hash = '!erased', erased_at = coalesce(erased_at, now())
+                 WHERE id = $1 AND role = 'patient'",
+                &[&patient.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        tx.execute(
+            "DELETE FROM patient_profiles WHERE user_id = $1",
+            &[&patient.0],
+        )
+        .await
+        .map_err(unavailable)?;
+        let details_deleted = tx
+            .execute(
+                "DELETE FROM appointment_details WHERE appointment_id IN
+                    (SELECT id FROM appointments WHERE patient_id = $1)",
+                &[&patient.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        let tokens_revoked = tx
+            .execute(
+                "UPDATE refresh_tokens SET revoked_at = now()
+                 WHERE user_id = $1 AND revoked_at IS NULL",
+                &[&patient.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(Erasure {
+            details_deleted,
+            tokens_revoked,
+        }))
+    }
+
+    async fn rotate_batch(
+        &self,
+        table: EncryptedTable,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<RotateBatch, StoreError> {
+        let [(c0, _), (c1, _)] = table.columns();
+        let (t, k) = (table.table(), table.key());
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // Row locks: a concurrent write of the same row waits for this batch
+        // instead of being overwritten with the old value.
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {k} AS pk, {c0} AS c0, {c1} AS c1 FROM {t}
+                     WHERE $1::uuid IS NULL OR {k} > $1 ORDER BY {k} LIMIT $2 FOR UPDATE"
+                ),
+                &[&after, &limit.max(1)],
+            )
+            .await
+            .map_err(unavailable)?;
+        let update = format!("UPDATE {t} SET {c0} = $2, {c1} = $3 WHERE {k} = $1");
+        let mut out = RotateBatch::default();
+        for r in &rows {
+            let pk: Uuid = r.get("pk");
+            out.scanned += 1;
+            out.last = Some(pk);
+            if let Some([v0, v1]) =
+                reencrypt_row(&self.cipher, table, pk, [r.get("c0"), r.get("c1")])
+                    .map_err(|e| StoreError(format!("{t} {pk}: {e}")))?
+            {
+                tx.execute(&update, &[&pk, &v0, &v1])
+                    .await
+                    .map_err(unavailable)?;
+                out.rewritten += 1;
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(out)
+    }
+}
