@@ -217,7 +217,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Verify { batch },
         } => {
-            open_store(&settings, true).await?;
+            // Reads the audit tables only: an auditor needs neither the
+            // field-encryption keys nor to migrate anything.
             let backend = settings.backend().map_err(|e| anyhow::anyhow!(e))?;
             let store = docspot::audit::open(&backend)?;
             match docspot::audit::verify(store.as_ref(), batch).await? {
