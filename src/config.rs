@@ -156,6 +156,9 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Largest JSON or form body.
     pub max_body_bytes: usize,
+    /// Most open connections per worker; beyond it new ones wait in the
+    /// listen backlog. Live watchers hold a connection each.
+    pub max_connections_per_worker: usize,
     /// PEM certificate chain for built-in HTTPS (with `tls_key`).
     #[serde(default)]
     pub tls_cert: Option<std::path::PathBuf>,

@@ -264,6 +264,7 @@ impl Application {
                 .default_service(web::to(not_found))
         })
         .workers(Settings::threads(settings.http.workers))
+        .max_connections(settings.http.max_connections_per_worker.max(1))
         .disable_signals();
         let server = match tls {
             Some(config) => server.listen_rustls_0_23(listener, config)?,

@@ -111,3 +111,33 @@ async fn responses_carry_security_headers_and_cors_follows_the_allow_list() {
             .is_none()
     );
 }
+
+#[actix_web::test]
+async fn the_connection_cap_per_worker_is_applied() {
+    // One worker taking at most two connections: with two live watchers
+    // connected, a third connection is not served until one of them leaves.
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        settings: Some(std::sync::Arc::new(|s: &mut docspot::config::Settings| {
+            s.http.workers = 1;
+            s.http.max_connections_per_worker = 2;
+        })),
+        ..Default::default()
+    })
+    .await;
+    let first = app.ws_connect(None, false).await;
+    let _second = app.ws_connect(None, false).await;
+    let third = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .timeout(std::time::Duration::from_millis(800))
+        .send()
+        .await;
+    assert!(third.is_err(), "a third connection was served: {third:?}");
+    drop(first);
+    let r = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .expect("served once a connection closed");
+    expect(r, 200).await;
+}
