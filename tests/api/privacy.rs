@@ -429,3 +429,34 @@ async fn clinic_admins_erase_patients_of_their_own_clinic_only() {
     let path = format!("/api/v1/patients/{}/erase", doctor_user.id);
     expect(app.post(&platform, &path, json!({})).await, 404).await;
 }
+
+#[actix_web::test]
+async fn an_erased_account_cannot_refresh_even_with_a_live_token() {
+    let app = spawn_app().await;
+    let (patient, token) = app.patient().await;
+    let r = app
+        .post(
+            &token,
+            "/api/v1/me/erase",
+            json!({"password": "password-123"}),
+        )
+        .await;
+    expect(r, 200).await;
+    // A token written after the erasure revoked the others (a refresh
+    // racing with it): still refused, the account is erased.
+    let (refresh, digest) = docspot::auth::new_refresh_token();
+    app.state
+        .store
+        .insert_refresh_token(
+            patient.id,
+            &digest,
+            Uuid::now_v7(),
+            Utc::now() + Duration::days(1),
+        )
+        .await
+        .unwrap();
+    let r = app
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .await;
+    assert_eq!(oauth_error(r).await, "invalid_grant");
+}
