@@ -460,3 +460,45 @@ async fn an_erased_account_cannot_refresh_even_with_a_live_token() {
         .await;
     assert_eq!(oauth_error(r).await, "invalid_grant");
 }
+
+#[actix_web::test]
+async fn erasure_deletes_the_patients_suggestion_log() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (patient, token) = app.patient().await;
+    let from = (Utc::now() + Duration::days(1)).to_rfc3339();
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/doctors/{}/suggestions", f.doctor.id)))
+        .bearer_auth(&token)
+        .query(&[("from", from)])
+        .send()
+        .await
+        .unwrap();
+    expect(r, 200).await;
+    let before = app
+        .state
+        .store
+        .suggestion_logs_of(patient.id)
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 1);
+    let r = app
+        .post(
+            &token,
+            "/api/v1/me/erase",
+            json!({"password": "password-123"}),
+        )
+        .await;
+    expect(r, 200).await;
+    assert!(
+        app.state
+            .store
+            .suggestion_logs_of(patient.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let x = expect(app.get(&token, "/api/v1/me/export").await, 200).await;
+    assert_eq!(x["suggestion_logs"], json!([]));
+}
