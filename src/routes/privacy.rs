@@ -13,7 +13,7 @@ use crate::{
     domain::Role,
     error::ApiError,
     privacy::{self, ErasureReport, PatientExport},
-    store::{AppointmentDetails, DetailsChange, PatientProfile},
+    store::{AppointmentDetails, DetailsChange, ERASED_PASSWORD_HASH, PatientProfile},
 };
 
 /// Longest reason for visit, in characters.
@@ -310,16 +310,21 @@ pub async fn erase_me(
         .user(user.id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
-    let (password, hash) = (body.into_inner().password, account.password_hash);
-    let ok = web::block(move || verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "wrong_password",
-            "the password is not correct",
-        ));
+    // An account already erased has no password left; erasing it again is
+    // harmless (idempotent) and finishes what a failed run left, so it is
+    // allowed without one.
+    if account.password_hash != ERASED_PASSWORD_HASH {
+        let (password, hash) = (body.into_inner().password, account.password_hash);
+        let ok = web::block(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "wrong_password",
+                "the password is not correct",
+            ));
+        }
     }
     erase(&state, &audit, &user, user.id).await
 }
@@ -365,11 +370,12 @@ async fn erase(
     user: &AuthUser,
     patient: UserId,
 ) -> Result<HttpResponse, ApiError> {
-    let report = privacy::erase_patient(state.store.as_ref(), &state.calendars, patient, user.id)
+    let outcome = privacy::erase_patient(state.store.as_ref(), &state.calendars, patient, user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("patient_not_found", "patient not found"))?;
     // Only the patient's id goes into the (append-only) log, so the entry
-    // outlives the erasure without keeping what was erased.
+    // outlives the erasure without keeping what was erased. Recorded even
+    // when a cancellation failed: the personal data is gone by then.
     audit
         .own(
             Actor::user(user),
@@ -378,5 +384,8 @@ async fn erase(
             Outcome::Success,
         )
         .await?;
-    Ok(HttpResponse::Ok().json(report))
+    if let Some(e) = outcome.error {
+        return Err(e);
+    }
+    Ok(HttpResponse::Ok().json(outcome.report))
 }
