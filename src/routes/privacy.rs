@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{Datelike, NaiveDate, Utc};
-use docspot_actors::domain::{Appointment, AppointmentId, UserId};
+use docspot_actors::domain::{Appointment, AppointmentId, AppointmentStatus, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{AppointmentOut, State, booking::visible_appointment};
@@ -329,11 +329,12 @@ pub async fn erase_me(
     erase(&state, &audit, &user, user.id).await
 }
 
-/// Erases a patient of the caller's clinic (a patient with an appointment
-/// with one of its doctors; platform admins: any patient).
+/// Erases a patient of the caller's clinic (platform admins: any patient):
+/// see [`clinic_may_erase`].
 #[utoipa::path(post, path = "/api/v1/patients/{id}/erase", tag = "privacy",
     security(("bearer" = [])),
-    responses((status = 200, body = ErasureReport), (status = 403, body = crate::error::Problem),
+    responses((status = 200, body = ErasureReport), (status = 403, body = crate::error::Problem,
+        description = "forbidden, or cross_clinic_patient: a platform admin must erase this patient"),
         (status = 404, body = crate::error::Problem)))]
 pub async fn erase_patient(
     state: State,
@@ -346,22 +347,61 @@ pub async fn erase_patient(
     }
     let not_found = || ApiError::not_found("patient_not_found", "patient not found");
     let patient = UserId::parse(&path).map_err(|_| not_found())?;
-    let allowed = user.is_platform_admin() || {
-        let mut ok = false;
-        for a in state.store.patient_appointments(patient).await? {
-            if let Some(d) = state.store.doctor(a.doctor_id).await?
-                && user.administers(d.clinic_id)
-            {
-                ok = true;
-                break;
-            }
-        }
-        ok
-    };
-    if !allowed {
-        return Err(not_found());
+    if !user.is_platform_admin() {
+        clinic_may_erase(&state, &user, patient).await?;
     }
     erase(&state, &audit, &user, patient).await
+}
+
+/// Whether a clinic admin may erase `patient`: a patient of their clinic,
+/// i.e. one with a real visit there (booked, completed or no-show; a hold
+/// or a cancelled booking is too little to claim them), and with no
+/// appointment anywhere else. Erasure wipes the account and cancels bookings
+/// in every clinic, so a patient shared with another clinic is for a
+/// platform admin to erase (403 `cross_clinic_patient`). An account erased
+/// already may be erased again (to finish a failed run) on any appointment
+/// there, since the erasure cancelled the visits that made it theirs. Not
+/// theirs at all: 404, revealing nothing.
+async fn clinic_may_erase(state: &State, user: &AuthUser, patient: UserId) -> Result<(), ApiError> {
+    let erased = state
+        .store
+        .user(patient)
+        .await?
+        .is_some_and(|u| u.password_hash == ERASED_PASSWORD_HASH);
+    let (mut ours, mut elsewhere) = (false, false);
+    for a in state.store.patient_appointments(patient).await? {
+        // A doctor that no longer exists: its clinic is unknown, so not ours.
+        let mine = match state.store.doctor(a.doctor_id).await? {
+            Some(d) => user.administers(d.clinic_id),
+            None => false,
+        };
+        if !mine {
+            elsewhere = true;
+        } else if erased
+            || matches!(
+                a.status,
+                AppointmentStatus::Booked
+                    | AppointmentStatus::Completed
+                    | AppointmentStatus::NoShow
+            )
+        {
+            ours = true;
+        }
+    }
+    if !ours {
+        return Err(ApiError::not_found(
+            "patient_not_found",
+            "patient not found",
+        ));
+    }
+    if elsewhere {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "cross_clinic_patient",
+            "the patient has appointments at other clinics too: a platform admin must erase this patient",
+        ));
+    }
+    Ok(())
 }
 
 async fn erase(

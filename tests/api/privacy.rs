@@ -564,3 +564,45 @@ async fn erasure_skips_what_is_gone_already_and_can_be_run_again() {
     let logged = expect(r, 200).await;
     assert_eq!(logged["entries"].as_array().unwrap().len(), 2, "{logged}");
 }
+
+#[actix_web::test]
+async fn a_clinic_admin_cannot_erase_a_patient_of_other_clinics_too() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    let other_clinic = app.clinic("UTC", 0).await;
+    let other = app
+        .doctor_in(other_clinic, "Dr. Elsewhere", "08:00", "18:00")
+        .await;
+    let (patient, token) = app.patient().await;
+    for doctor in [f.doctor.id, other.doctor.id] {
+        expect(app.book(&token, doctor, tomorrow_at(9, 0), None).await, 201).await;
+    }
+    let path = format!("/api/v1/patients/{}/erase", patient.id);
+    let r = expect(app.post(&admin, &path, json!({})).await, 403).await;
+    assert_eq!(r["code"], "cross_clinic_patient", "{r}");
+    assert_eq!(
+        app.state
+            .store
+            .user(patient.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        patient.name,
+        "nothing was erased"
+    );
+    // A platform admin may.
+    let (_, root) = app.user(Role::ClinicAdmin, None, None).await;
+    let report = expect(app.post(&root, &path, json!({})).await, 200).await;
+    assert_eq!(
+        report["cancelled_appointments"].as_array().unwrap().len(),
+        2
+    );
+
+    // A mere hold at the admin's clinic does not make a patient theirs.
+    let (patient, token) = app.patient().await;
+    expect(app.hold(&token, f.doctor.id, tomorrow_at(11, 0)).await, 201).await;
+    let path = format!("/api/v1/patients/{}/erase", patient.id);
+    expect(app.post(&admin, &path, json!({})).await, 404).await;
+}
