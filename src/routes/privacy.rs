@@ -1,7 +1,7 @@
 //! A patient's own data: profile, appointment details, export, erasure.
 //! The store encrypts and decrypts; these handlers see plaintext.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{Datelike, NaiveDate, Utc};
 use docspot_actors::domain::{Appointment, AppointmentId, AppointmentStatus, UserId};
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use crate::{
     domain::Role,
     error::ApiError,
     privacy::{self, ErasureReport, PatientExport},
+    ratelimit::RateLimits,
     store::{AppointmentDetails, DetailsChange, ERASED_PASSWORD_HASH, PatientProfile},
 };
 
@@ -297,9 +298,11 @@ pub struct EraseIn {
 #[utoipa::path(post, path = "/api/v1/me/erase", tag = "privacy", request_body = EraseIn,
     security(("bearer" = [])),
     responses((status = 200, body = ErasureReport), (status = 401, body = crate::error::Problem,
-        description = "wrong_password")))]
+        description = "wrong_password"), (status = 429, body = crate::error::Problem,
+        description = "too_many_failed_logins (shared with sign-in); see Retry-After")))]
 pub async fn erase_me(
     state: State,
+    req: HttpRequest,
     user: AuthUser,
     audit: Audit,
     body: web::Json<EraseIn>,
@@ -314,10 +317,24 @@ pub async fn erase_me(
     // harmless (idempotent) and finishes what a failed run left, so it is
     // allowed without one.
     if account.password_hash != ERASED_PASSWORD_HASH {
+        // Password guesses here count with failed logins (the same account
+        // key: the e-mail, as a login types it), so a stolen access token
+        // is no way around the sign-in lock-out.
+        let limits = req.app_data::<web::Data<RateLimits>>();
+        if let Some(l) = limits {
+            l.before_login(&req, &account.email)?;
+        }
         let (password, hash) = (body.into_inner().password, account.password_hash);
         let ok = web::block(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
+        if let Some(l) = limits {
+            if ok {
+                l.login_succeeded(&account.email);
+            } else {
+                l.login_failed(&req, &account.email);
+            }
+        }
         if !ok {
             return Err(ApiError::new(
                 actix_web::http::StatusCode::UNAUTHORIZED,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     encryption::{login, oauth_error, put},
-    helpers::{RawAppointment, expect, spawn_app, tomorrow_at},
+    helpers::{Options, RawAppointment, expect, spawn_app, spawn_app_with, tomorrow_at},
 };
 
 #[actix_web::test]
@@ -605,4 +605,57 @@ async fn a_clinic_admin_cannot_erase_a_patient_of_other_clinics_too() {
     expect(app.hold(&token, f.doctor.id, tomorrow_at(11, 0)).await, 201).await;
     let path = format!("/api/v1/patients/{}/erase", patient.id);
     expect(app.post(&admin, &path, json!({})).await, 404).await;
+}
+
+#[actix_web::test]
+async fn wrong_erasure_passwords_lock_out_like_failed_logins() {
+    let app = spawn_app_with(Options {
+        settings: Some(std::sync::Arc::new(|s: &mut docspot::config::Settings| {
+            s.rate_limit.login_failures.max_per_account = 3;
+            s.rate_limit.login_failures.lockout_secs = 600;
+        })),
+        ..Default::default()
+    })
+    .await;
+    let (patient, token) = app.patient().await;
+    for _ in 0..3 {
+        let r = app
+            .post(&token, "/api/v1/me/erase", json!({"password": "guess"}))
+            .await;
+        assert_eq!(expect(r, 401).await["code"], "wrong_password");
+    }
+    // Locked: even the right password is refused, here and at sign-in.
+    let r = app
+        .post(
+            &token,
+            "/api/v1/me/erase",
+            json!({"password": "password-123"}),
+        )
+        .await;
+    assert_eq!(expect(r, 429).await["code"], "too_many_failed_logins");
+    let r = login_raw(&app, &patient.email, "password-123").await;
+    assert_eq!(expect(r, 429).await["code"], "too_many_failed_logins");
+    assert_ne!(
+        app.state
+            .store
+            .user(patient.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "erased patient"
+    );
+}
+
+async fn login_raw(
+    app: &crate::helpers::TestApp,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.token(&[
+        ("grant_type", "password"),
+        ("username", email),
+        ("password", password),
+    ])
+    .await
 }
