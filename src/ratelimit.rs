@@ -365,7 +365,9 @@ impl RateLimits {
         self.trusted.iter().any(|c| c.contains(ip))
     }
 
-    fn request_ip(&self, req: &actix_web::HttpRequest) -> Option<IpAddr> {
+    /// The client address of a request ([`Self::client_ip`] over the peer
+    /// and every `X-Forwarded-For` line); the audit log records this too.
+    pub fn request_ip(&self, req: &actix_web::HttpRequest) -> Option<IpAddr> {
         // Every header line, in order, joined as one list: a proxy may
         // append its own line instead of extending the client's, and the
         // first line is then whatever the client forged. A line that is not
