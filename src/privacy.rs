@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use docspot_actors::{
     CalendarDirectory,
-    calendar::Cancel,
+    calendar::{BookingError, Cancel},
     domain::{AppointmentStatus, UserId},
     store::StoreError,
 };
@@ -196,6 +196,17 @@ pub struct ErasureReport {
     pub kept_appointments: usize,
 }
 
+/// What [`erase_patient`] did, and the first calendar failure, if any.
+#[derive(Debug)]
+pub struct ErasureOutcome {
+    /// What was done.
+    pub report: ErasureReport,
+    /// The first cancellation that failed for a reason other than the
+    /// appointment being gone already (the rest were still attempted). The
+    /// personal data is erased regardless; erasing again retries.
+    pub error: Option<ApiError>,
+}
+
 /// Erases a patient (GDPR art. 17): first the personal data, in one store
 /// transaction (so it is gone even if a calendar is unreachable below), then
 /// every future active appointment is cancelled through its doctor's
@@ -204,21 +215,31 @@ pub struct ErasureReport {
 /// times, status and doctor. The history note written is a fixed text:
 /// history is append-only, so nothing personal may go into it.
 ///
-/// Idempotent: erasing again cancels whatever is still active. `Ok(None)`:
-/// no such patient.
+/// Idempotent: erasing again cancels whatever is still active. One failed
+/// cancellation does not stop the others (the data is erased by then, so
+/// the caller must learn what is left): see [`ErasureOutcome::error`].
+/// `Ok(None)`: no such patient.
 pub async fn erase_patient(
     store: &dyn Store,
     calendars: &CalendarDirectory,
     patient: UserId,
     by: UserId,
-) -> Result<Option<ErasureReport>, ApiError> {
+) -> Result<Option<ErasureOutcome>, ApiError> {
     let Some(erased) = store.erase_patient(patient).await? else {
         return Ok(None);
     };
     let now = Utc::now();
     let mut cancelled = Vec::new();
     let mut kept = 0;
-    for a in store.patient_appointments(patient).await? {
+    let mut error = None;
+    let appointments = match store.patient_appointments(patient).await {
+        Ok(list) => list,
+        Err(e) => {
+            error = Some(e.into());
+            Vec::new()
+        }
+    };
+    for a in appointments {
         let future_active = matches!(
             a.status,
             AppointmentStatus::Held | AppointmentStatus::Booked
@@ -227,7 +248,7 @@ pub async fn erase_patient(
             kept += 1;
             continue;
         }
-        calendars
+        let outcome = calendars
             .ask(
                 a.doctor_id,
                 Cancel {
@@ -238,12 +259,29 @@ pub async fn erase_patient(
                     holds_only: false,
                 },
             )
-            .await?;
-        cancelled.push(a.id.0);
+            .await;
+        match outcome {
+            Ok(_) => cancelled.push(a.id.0),
+            // Gone already: a hold that lapsed, an appointment cancelled
+            // meanwhile, a doctor removed. Nothing is left to cancel.
+            Err(
+                BookingError::InvalidTransition(_)
+                | BookingError::AppointmentNotFound
+                | BookingError::DoctorNotFound
+                | BookingError::HoldExpired,
+            ) => {}
+            Err(e) => {
+                tracing::warn!(appointment = %a.id.0, error = %e, "erasure could not cancel");
+                error.get_or_insert(e.into());
+            }
+        }
     }
-    Ok(Some(ErasureReport {
-        erased,
-        cancelled_appointments: cancelled,
-        kept_appointments: kept,
+    Ok(Some(ErasureOutcome {
+        report: ErasureReport {
+            erased,
+            cancelled_appointments: cancelled,
+            kept_appointments: kept,
+        },
+        error,
     }))
 }

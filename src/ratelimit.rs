@@ -365,12 +365,20 @@ impl RateLimits {
         self.trusted.iter().any(|c| c.contains(ip))
     }
 
-    fn request_ip(&self, req: &actix_web::HttpRequest) -> Option<IpAddr> {
-        let xff = req
+    /// The client address of a request ([`Self::client_ip`] over the peer
+    /// and every `X-Forwarded-For` line); the audit log records this too.
+    pub fn request_ip(&self, req: &actix_web::HttpRequest) -> Option<IpAddr> {
+        // Every header line, in order, joined as one list: a proxy may
+        // append its own line instead of extending the client's, and the
+        // first line is then whatever the client forged. A line that is not
+        // text stands in as garbage, which stops the walk there.
+        let lines: Vec<&str> = req
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        self.client_ip(req.peer_addr().map(|a| a.ip()), xff)
+            .get_all("x-forwarded-for")
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect();
+        let xff = (!lines.is_empty()).then(|| lines.join(","));
+        self.client_ip(req.peer_addr().map(|a| a.ip()), xff.as_deref())
     }
 
     fn check<K: Clone + std::hash::Hash + Eq>(

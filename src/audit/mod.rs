@@ -59,7 +59,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{auth::AuthUser, config::Backend, error::ApiError, routes::AppState};
+use crate::{
+    auth::AuthUser, config::Backend, error::ApiError, ratelimit::RateLimits, routes::AppState,
+};
 
 /// What an entry records. The strings are stable: they are stored, hashed
 /// and filtered on.
@@ -716,9 +718,14 @@ impl FromRequest for Audit {
         let log = req
             .app_data::<web::Data<AuditLog>>()
             .map(|d| d.get_ref().clone());
-        // The peer address, not X-Forwarded-For: a header is whatever the
-        // client says. Behind a proxy this is the proxy's address.
-        let client_ip = req.peer_addr().map(|a| a.ip());
+        // The client address as the rate limiter resolves it: the peer, or
+        // behind a trusted proxy (`rate_limit.trusted_proxies`) the
+        // right-most untrusted X-Forwarded-For entry. Never the header alone:
+        // that is whatever the client says.
+        let client_ip = match req.app_data::<web::Data<RateLimits>>() {
+            Some(limits) => limits.request_ip(req),
+            None => req.peer_addr().map(|a| a.ip()),
+        };
         let request_id = req
             .extensions()
             .get::<tracing_actix_web::RequestId>()

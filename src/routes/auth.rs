@@ -165,13 +165,29 @@ pub async fn token(
             };
             // Throttled before the password is looked at, so a locked-out
             // guesser learns nothing, right or wrong.
-            if let Some(l) = limits {
-                l.before_login(&req, &username)?;
+            // Refused and malformed attempts are recorded too (as failures
+            // with no account: none is looked up for them), so the log
+            // shows every attempt, guessing against a lock-out included.
+            let anonymous_failure = || {
+                account_entry(
+                    &audit,
+                    Actor::ANONYMOUS,
+                    Action::AuthLoginFailed,
+                    None,
+                    Outcome::Denied,
+                )
+            };
+            if let Some(l) = limits
+                && let Err(e) = l.before_login(&req, &username)
+            {
+                audit.record(anonymous_failure()).await?;
+                return Err(e);
             }
             let Ok(email) = Email::parse(&username) else {
                 if let Some(l) = limits {
                     l.login_failed(&req, &username);
                 }
+                audit.record(anonymous_failure()).await?;
                 return Ok(oauth_error("invalid_grant", "invalid username or password"));
             };
             let found = state.store.user_by_email(&email).await?;

@@ -1,9 +1,9 @@
 //! A patient's own data: profile, appointment details, export, erasure.
 //! The store encrypts and decrypts; these handlers see plaintext.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{Datelike, NaiveDate, Utc};
-use docspot_actors::domain::{Appointment, AppointmentId, UserId};
+use docspot_actors::domain::{Appointment, AppointmentId, AppointmentStatus, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{AppointmentOut, State, booking::visible_appointment};
@@ -13,7 +13,8 @@ use crate::{
     domain::Role,
     error::ApiError,
     privacy::{self, ErasureReport, PatientExport},
-    store::{AppointmentDetails, DetailsChange, PatientProfile},
+    ratelimit::RateLimits,
+    store::{AppointmentDetails, DetailsChange, ERASED_PASSWORD_HASH, PatientProfile},
 };
 
 /// Longest reason for visit, in characters.
@@ -297,9 +298,11 @@ pub struct EraseIn {
 #[utoipa::path(post, path = "/api/v1/me/erase", tag = "privacy", request_body = EraseIn,
     security(("bearer" = [])),
     responses((status = 200, body = ErasureReport), (status = 401, body = crate::error::Problem,
-        description = "wrong_password")))]
+        description = "wrong_password"), (status = 429, body = crate::error::Problem,
+        description = "too_many_failed_logins (shared with sign-in); see Retry-After")))]
 pub async fn erase_me(
     state: State,
+    req: HttpRequest,
     user: AuthUser,
     audit: Audit,
     body: web::Json<EraseIn>,
@@ -310,25 +313,45 @@ pub async fn erase_me(
         .user(user.id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
-    let (password, hash) = (body.into_inner().password, account.password_hash);
-    let ok = web::block(move || verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        return Err(ApiError::new(
-            actix_web::http::StatusCode::UNAUTHORIZED,
-            "wrong_password",
-            "the password is not correct",
-        ));
+    // An account already erased has no password left; erasing it again is
+    // harmless (idempotent) and finishes what a failed run left, so it is
+    // allowed without one.
+    if account.password_hash != ERASED_PASSWORD_HASH {
+        // Password guesses here count with failed logins (the same account
+        // key: the e-mail, as a login types it), so a stolen access token
+        // is no way around the sign-in lock-out.
+        let limits = req.app_data::<web::Data<RateLimits>>();
+        if let Some(l) = limits {
+            l.before_login(&req, &account.email)?;
+        }
+        let (password, hash) = (body.into_inner().password, account.password_hash);
+        let ok = web::block(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        if let Some(l) = limits {
+            if ok {
+                l.login_succeeded(&account.email);
+            } else {
+                l.login_failed(&req, &account.email);
+            }
+        }
+        if !ok {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "wrong_password",
+                "the password is not correct",
+            ));
+        }
     }
     erase(&state, &audit, &user, user.id).await
 }
 
-/// Erases a patient of the caller's clinic (a patient with an appointment
-/// with one of its doctors; platform admins: any patient).
+/// Erases a patient of the caller's clinic (platform admins: any patient):
+/// see [`clinic_may_erase`].
 #[utoipa::path(post, path = "/api/v1/patients/{id}/erase", tag = "privacy",
     security(("bearer" = [])),
-    responses((status = 200, body = ErasureReport), (status = 403, body = crate::error::Problem),
+    responses((status = 200, body = ErasureReport), (status = 403, body = crate::error::Problem,
+        description = "forbidden, or cross_clinic_patient: a platform admin must erase this patient"),
         (status = 404, body = crate::error::Problem)))]
 pub async fn erase_patient(
     state: State,
@@ -341,22 +364,61 @@ pub async fn erase_patient(
     }
     let not_found = || ApiError::not_found("patient_not_found", "patient not found");
     let patient = UserId::parse(&path).map_err(|_| not_found())?;
-    let allowed = user.is_platform_admin() || {
-        let mut ok = false;
-        for a in state.store.patient_appointments(patient).await? {
-            if let Some(d) = state.store.doctor(a.doctor_id).await?
-                && user.administers(d.clinic_id)
-            {
-                ok = true;
-                break;
-            }
-        }
-        ok
-    };
-    if !allowed {
-        return Err(not_found());
+    if !user.is_platform_admin() {
+        clinic_may_erase(&state, &user, patient).await?;
     }
     erase(&state, &audit, &user, patient).await
+}
+
+/// Whether a clinic admin may erase `patient`: a patient of their clinic,
+/// i.e. one with a real visit there (booked, completed or no-show; a hold
+/// or a cancelled booking is too little to claim them), and with no
+/// appointment anywhere else. Erasure wipes the account and cancels bookings
+/// in every clinic, so a patient shared with another clinic is for a
+/// platform admin to erase (403 `cross_clinic_patient`). An account erased
+/// already may be erased again (to finish a failed run) on any appointment
+/// there, since the erasure cancelled the visits that made it theirs. Not
+/// theirs at all: 404, revealing nothing.
+async fn clinic_may_erase(state: &State, user: &AuthUser, patient: UserId) -> Result<(), ApiError> {
+    let erased = state
+        .store
+        .user(patient)
+        .await?
+        .is_some_and(|u| u.password_hash == ERASED_PASSWORD_HASH);
+    let (mut ours, mut elsewhere) = (false, false);
+    for a in state.store.patient_appointments(patient).await? {
+        // A doctor that no longer exists: its clinic is unknown, so not ours.
+        let mine = match state.store.doctor(a.doctor_id).await? {
+            Some(d) => user.administers(d.clinic_id),
+            None => false,
+        };
+        if !mine {
+            elsewhere = true;
+        } else if erased
+            || matches!(
+                a.status,
+                AppointmentStatus::Booked
+                    | AppointmentStatus::Completed
+                    | AppointmentStatus::NoShow
+            )
+        {
+            ours = true;
+        }
+    }
+    if !ours {
+        return Err(ApiError::not_found(
+            "patient_not_found",
+            "patient not found",
+        ));
+    }
+    if elsewhere {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "cross_clinic_patient",
+            "the patient has appointments at other clinics too: a platform admin must erase this patient",
+        ));
+    }
+    Ok(())
 }
 
 async fn erase(
@@ -365,11 +427,12 @@ async fn erase(
     user: &AuthUser,
     patient: UserId,
 ) -> Result<HttpResponse, ApiError> {
-    let report = privacy::erase_patient(state.store.as_ref(), &state.calendars, patient, user.id)
+    let outcome = privacy::erase_patient(state.store.as_ref(), &state.calendars, patient, user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("patient_not_found", "patient not found"))?;
     // Only the patient's id goes into the (append-only) log, so the entry
-    // outlives the erasure without keeping what was erased.
+    // outlives the erasure without keeping what was erased. Recorded even
+    // when a cancellation failed: the personal data is gone by then.
     audit
         .own(
             Actor::user(user),
@@ -378,5 +441,8 @@ async fn erase(
             Outcome::Success,
         )
         .await?;
-    Ok(HttpResponse::Ok().json(report))
+    if let Some(e) = outcome.error {
+        return Err(e);
+    }
+    Ok(HttpResponse::Ok().json(outcome.report))
 }

@@ -11,8 +11,8 @@ pub mod privacy;
 pub mod sqlite;
 
 pub use privacy::{
-    AppointmentDetails, DetailsChange, EncryptedTable, Erasure, PatientProfile, PrivacyStore,
-    RotateBatch,
+    AppointmentDetails, DetailsChange, ERASED_PASSWORD_HASH, EncryptedTable, Erasure,
+    PatientProfile, PrivacyStore, RotateBatch,
 };
 
 use async_trait::async_trait;

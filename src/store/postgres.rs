@@ -1019,8 +1019,14 @@ impl Store for PgStore {
         let tx = client.transaction().await.map_err(unavailable)?;
         let row = tx
             .query_opt(
-                "SELECT id, user_id, family_id, expires_at, used_at, revoked_at
-                 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+                // The account row too, share-locked: an erasure running now
+                // either committed first (erased_at is seen and the token is
+                // refused) or waits for this rotation, then revokes the new
+                // token along with the rest.
+                "SELECT t.id, t.user_id, t.family_id, t.expires_at, t.used_at, t.revoked_at,
+                    u.erased_at
+                 FROM refresh_tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.token_hash = $1 FOR UPDATE OF t FOR SHARE OF u",
                 &[&digest],
             )
             .await
@@ -1044,7 +1050,9 @@ impl Store for PgStore {
             tx.commit().await.map_err(unavailable)?;
             return Ok(RefreshOutcome::Reused);
         }
-        if revoked.is_some() || expires <= Utc::now() {
+        let erased: Option<DateTime<Utc>> = row.get("erased_at");
+        // An erased account signs in no more, whatever tokens it still holds.
+        if revoked.is_some() || erased.is_some() || expires <= Utc::now() {
             return Ok(RefreshOutcome::Invalid);
         }
         let token_id: Uuid = row.get("id");

@@ -33,6 +33,11 @@ pub mod columns {
     pub const NOTES: &str = "appointment_details.notes";
 }
 
+/// The password hash an erasure leaves (the stores' erase SQL writes this
+/// literal): no PHC parser accepts it, so no password verifies, and it marks
+/// the account as erased.
+pub const ERASED_PASSWORD_HASH: &str = "!erased";
+
 /// What an erased account shows as its name.
 pub const ERASED_NAME: &str = "erased patient";
 

@@ -1914,8 +1914,10 @@ fn use_refresh_token(
     let now = now_us();
     let token = tx
         .prepare_cached(
-            "SELECT id, user_id, family_id, expires_at, used_at, revoked_at
-             FROM refresh_tokens WHERE token_hash = ?1",
+            "SELECT t.id, t.user_id, t.family_id, t.expires_at, t.used_at, t.revoked_at,
+                u.erased_at
+             FROM refresh_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = ?1",
         )?
         .query_row([digest], |r| {
             Ok((
@@ -1924,10 +1926,13 @@ fn use_refresh_token(
                 r.get::<_, Id>("family_id")?.0,
                 r.get::<_, Micros>("expires_at")?.0,
                 r.get::<_, Option<i64>>("used_at")?,
-                r.get::<_, Option<i64>>("revoked_at")?,
+                r.get::<_, Option<i64>>("revoked_at")?
+                    .or(r.get("erased_at")?),
             ))
         })
         .optional()?;
+    // An erased account counts as revoked (the immediate transaction keeps
+    // an erasure from interleaving): it signs in no more.
     let Some((token_id, user_id, family, expires, used, revoked)) = token else {
         return Ok(RefreshOutcome::Invalid);
     };

@@ -681,3 +681,71 @@ async fn privacy_requests_are_recorded_by_patient_id() {
     let text = serde_json::to_string(&list).unwrap();
     assert!(!text.contains("555 0100") && !text.contains("1980-02-29"));
 }
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_the_client_ip_is_recorded() {
+    let app = spawn_app_with(Options {
+        settings: Some(Arc::new(|s: &mut docspot::config::Settings| {
+            s.rate_limit.trusted_proxies = vec!["127.0.0.0/8".into()];
+        })),
+        ..Default::default()
+    })
+    .await;
+    let (patient, token) = app.patient().await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/me/profile"))
+        .bearer_auth(&token)
+        .header("X-Forwarded-For", "203.0.113.7, 198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    expect(r, 200).await;
+    let (_, root) = app.user(Role::ClinicAdmin, None, None).await;
+    let read = entries(
+        &app,
+        &root,
+        &format!("action=patient.read&actor_id={}", patient.id),
+    )
+    .await;
+    assert_eq!(read.len(), 1, "{read:?}");
+    // The proxy's address is the peer; the client is the right-most
+    // untrusted entry, not the client-chosen left one.
+    assert_eq!(read[0]["client_ip"], "198.51.100.7");
+}
+
+#[actix_web::test]
+async fn malformed_and_locked_out_logins_are_recorded() {
+    let app = spawn_app_with(Options {
+        settings: Some(Arc::new(|s: &mut docspot::config::Settings| {
+            s.rate_limit.login_failures.max_per_account = 1;
+        })),
+        ..Default::default()
+    })
+    .await;
+    let (user, _) = app.patient().await;
+    let login = |name: String, password: &'static str| {
+        let app = &app;
+        async move {
+            app.token(&[
+                ("grant_type", "password"),
+                ("username", &name),
+                ("password", password),
+            ])
+            .await
+        }
+    };
+    assert_eq!(login("not an e-mail".into(), "x").await.status(), 400);
+    assert_eq!(login(user.email.clone(), "wrong").await.status(), 400);
+    let locked = expect(login(user.email.clone(), "password-123").await, 429).await;
+    assert_eq!(locked["code"], "too_many_failed_logins");
+
+    let (_, root) = app.user(Role::ClinicAdmin, None, None).await;
+    let failed = entries(&app, &root, "action=auth.login_failed").await;
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    // The malformed and the locked-out attempt name no account.
+    assert!(failed[0]["resource_id"].is_null());
+    assert_eq!(failed[1]["resource_id"], user.id.to_string());
+    assert!(failed[2]["resource_id"].is_null());
+    assert!(failed.iter().all(|e| e["outcome"] == "denied"));
+}

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     encryption::{login, oauth_error, put},
-    helpers::{RawAppointment, expect, spawn_app, tomorrow_at},
+    helpers::{Options, RawAppointment, expect, spawn_app, spawn_app_with, tomorrow_at},
 };
 
 #[actix_web::test]
@@ -428,4 +428,234 @@ async fn clinic_admins_erase_patients_of_their_own_clinic_only() {
     let (_, platform) = app.user(Role::ClinicAdmin, None, None).await;
     let path = format!("/api/v1/patients/{}/erase", doctor_user.id);
     expect(app.post(&platform, &path, json!({})).await, 404).await;
+}
+
+#[actix_web::test]
+async fn an_erased_account_cannot_refresh_even_with_a_live_token() {
+    let app = spawn_app().await;
+    let (patient, token) = app.patient().await;
+    let r = app
+        .post(
+            &token,
+            "/api/v1/me/erase",
+            json!({"password": "password-123"}),
+        )
+        .await;
+    expect(r, 200).await;
+    // A token written after the erasure revoked the others (a refresh
+    // racing with it): still refused, the account is erased.
+    let (refresh, digest) = docspot::auth::new_refresh_token();
+    app.state
+        .store
+        .insert_refresh_token(
+            patient.id,
+            &digest,
+            Uuid::now_v7(),
+            Utc::now() + Duration::days(1),
+        )
+        .await
+        .unwrap();
+    let r = app
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+        .await;
+    assert_eq!(oauth_error(r).await, "invalid_grant");
+}
+
+#[actix_web::test]
+async fn erasure_deletes_the_patients_suggestion_log() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (patient, token) = app.patient().await;
+    let from = (Utc::now() + Duration::days(1)).to_rfc3339();
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/doctors/{}/suggestions", f.doctor.id)))
+        .bearer_auth(&token)
+        .query(&[("from", from)])
+        .send()
+        .await
+        .unwrap();
+    expect(r, 200).await;
+    let before = app
+        .state
+        .store
+        .suggestion_logs_of(patient.id)
+        .await
+        .unwrap();
+    assert_eq!(before.len(), 1);
+    let r = app
+        .post(
+            &token,
+            "/api/v1/me/erase",
+            json!({"password": "password-123"}),
+        )
+        .await;
+    expect(r, 200).await;
+    assert!(
+        app.state
+            .store
+            .suggestion_logs_of(patient.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let x = expect(app.get(&token, "/api/v1/me/export").await, 200).await;
+    assert_eq!(x["suggestion_logs"], json!([]));
+}
+
+#[actix_web::test]
+async fn erasure_skips_what_is_gone_already_and_can_be_run_again() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (patient, token) = app.patient().await;
+    let booked = expect(
+        app.book(&token, f.doctor.id, tomorrow_at(10, 0), None)
+            .await,
+        201,
+    )
+    .await;
+    let booked: Uuid = booked["id"].as_str().unwrap().parse().unwrap();
+    // A hold that lapsed behind the calendar's back (its actor is loaded
+    // already and does not know it): nothing left to cancel there.
+    app.insert_raw(RawAppointment {
+        id: Uuid::now_v7(),
+        doctor: f.doctor.id.0,
+        patient: patient.id.0,
+        visit_type: f.visit_type.0,
+        start: tomorrow_at(14, 0),
+        minutes: 30,
+        status: "held",
+        hold_expires_at: Some(Utc::now() - Duration::minutes(5)),
+    })
+    .await;
+    let r = app
+        .post(
+            &token,
+            "/api/v1/me/erase",
+            json!({"password": "password-123"}),
+        )
+        .await;
+    let report = expect(r, 200).await;
+    assert!(
+        report["cancelled_appointments"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(booked.to_string())),
+        "{report}"
+    );
+    assert_eq!(app.raw_status(booked).await.0, "cancelled");
+    // Again: the password is gone with the account, and not asked for.
+    let r = app
+        .post(&token, "/api/v1/me/erase", json!({"password": "anything"}))
+        .await;
+    let again = expect(r, 200).await;
+    assert_eq!(again["cancelled_appointments"], json!([]));
+    // Each run is in the audit log.
+    let (_, root) = app.user(Role::ClinicAdmin, None, None).await;
+    let r = app
+        .get(
+            &root,
+            &format!(
+                "/api/v1/audit?action=patient.erase&patient_id={}",
+                patient.id
+            ),
+        )
+        .await;
+    let logged = expect(r, 200).await;
+    assert_eq!(logged["entries"].as_array().unwrap().len(), 2, "{logged}");
+}
+
+#[actix_web::test]
+async fn a_clinic_admin_cannot_erase_a_patient_of_other_clinics_too() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    let other_clinic = app.clinic("UTC", 0).await;
+    let other = app
+        .doctor_in(other_clinic, "Dr. Elsewhere", "08:00", "18:00")
+        .await;
+    let (patient, token) = app.patient().await;
+    for doctor in [f.doctor.id, other.doctor.id] {
+        expect(app.book(&token, doctor, tomorrow_at(9, 0), None).await, 201).await;
+    }
+    let path = format!("/api/v1/patients/{}/erase", patient.id);
+    let r = expect(app.post(&admin, &path, json!({})).await, 403).await;
+    assert_eq!(r["code"], "cross_clinic_patient", "{r}");
+    assert_eq!(
+        app.state
+            .store
+            .user(patient.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        patient.name,
+        "nothing was erased"
+    );
+    // A platform admin may.
+    let (_, root) = app.user(Role::ClinicAdmin, None, None).await;
+    let report = expect(app.post(&root, &path, json!({})).await, 200).await;
+    assert_eq!(
+        report["cancelled_appointments"].as_array().unwrap().len(),
+        2
+    );
+
+    // A mere hold at the admin's clinic does not make a patient theirs.
+    let (patient, token) = app.patient().await;
+    expect(app.hold(&token, f.doctor.id, tomorrow_at(11, 0)).await, 201).await;
+    let path = format!("/api/v1/patients/{}/erase", patient.id);
+    expect(app.post(&admin, &path, json!({})).await, 404).await;
+}
+
+#[actix_web::test]
+async fn wrong_erasure_passwords_lock_out_like_failed_logins() {
+    let app = spawn_app_with(Options {
+        settings: Some(std::sync::Arc::new(|s: &mut docspot::config::Settings| {
+            s.rate_limit.login_failures.max_per_account = 3;
+            s.rate_limit.login_failures.lockout_secs = 600;
+        })),
+        ..Default::default()
+    })
+    .await;
+    let (patient, token) = app.patient().await;
+    for _ in 0..3 {
+        let r = app
+            .post(&token, "/api/v1/me/erase", json!({"password": "guess"}))
+            .await;
+        assert_eq!(expect(r, 401).await["code"], "wrong_password");
+    }
+    // Locked: even the right password is refused, here and at sign-in.
+    let r = app
+        .post(
+            &token,
+            "/api/v1/me/erase",
+            json!({"password": "password-123"}),
+        )
+        .await;
+    assert_eq!(expect(r, 429).await["code"], "too_many_failed_logins");
+    let r = login_raw(&app, &patient.email, "password-123").await;
+    assert_eq!(expect(r, 429).await["code"], "too_many_failed_logins");
+    assert_ne!(
+        app.state
+            .store
+            .user(patient.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "erased patient"
+    );
+}
+
+async fn login_raw(
+    app: &crate::helpers::TestApp,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    app.token(&[
+        ("grant_type", "password"),
+        ("username", email),
+        ("password", password),
+    ])
+    .await
 }

@@ -120,6 +120,40 @@ async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
 }
 
 #[actix_web::test]
+async fn a_forged_first_forwarded_for_line_does_not_escape_the_limit() {
+    // A proxy that adds its own X-Forwarded-For line (instead of extending
+    // the client's) leaves the client's forged line first: all lines count,
+    // walked from the right.
+    let app = spawn_app_with(with(|s| {
+        s.rate_limit.auth_per_ip.burst = 2;
+        s.rate_limit.auth_per_ip.per_minute = 1;
+        s.rate_limit.trusted_proxies = vec!["127.0.0.0/8".into()];
+    }))
+    .await;
+    let send = |forged: String| {
+        app.client
+            .post(app.url("/api/v1/auth/token"))
+            .header("X-Forwarded-For", forged)
+            .header("X-Forwarded-For", "198.51.100.1")
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "a@b.org"),
+                ("password", "x"),
+            ])
+            .send()
+    };
+    for i in 0..2 {
+        let r = send(format!("203.0.113.{i}")).await.unwrap();
+        assert_eq!(r.status(), 400);
+    }
+    let r = send("203.0.113.99".into()).await.unwrap();
+    expect_throttled(r, "rate_limited").await;
+    // Another real client (proxy line) still has its budget.
+    let r = login_from(&app, Some("198.51.100.2"), "a@b.org", "x").await;
+    assert_eq!(r.status(), 400);
+}
+
+#[actix_web::test]
 async fn logins_are_limited_per_account_across_addresses() {
     let app = spawn_app_with(with(|s| {
         s.rate_limit.auth_per_account.burst = 2;

@@ -256,6 +256,13 @@ impl PrivacyStore for PgStore {
         )
         .await
         .map_err(unavailable)?;
+        // Which slots were offered to the patient, and when: personal too.
+        tx.execute(
+            "DELETE FROM suggestion_log WHERE patient_id = $1",
+            &[&patient.0],
+        )
+        .await
+        .map_err(unavailable)?;
         let details_deleted = tx
             .execute(
                 "DELETE FROM appointment_details WHERE appointment_id IN

@@ -242,6 +242,9 @@ impl PrivacyStore for SqliteStore {
             }
             tx.execute("DELETE FROM patient_profiles WHERE user_id = ?1", [&id])
                 .map_err(unavailable)?;
+            // Which slots were offered to the patient, and when: personal too.
+            tx.execute("DELETE FROM suggestion_log WHERE patient_id = ?1", [&id])
+                .map_err(unavailable)?;
             let details_deleted = tx
                 .execute(
                     "DELETE FROM appointment_details WHERE appointment_id IN
