@@ -421,20 +421,25 @@ pub async fn get_appointment(
     audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(
-        &state,
-        &user,
-        &audit,
-        Action::AppointmentRead,
-        appointment_id(&path)?,
-    )
-    .await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentRead, &a)
-        .await?;
+    let a = read_appointment(&state, &user, &audit, appointment_id(&path)?).await?;
     // With the reason for visit and doctor's notes, which everyone who may
     // see the appointment may read.
     Ok(HttpResponse::Ok().json(super::privacy::appointment_view(&state, a).await?))
+}
+
+/// Loads an appointment the caller may see and records the read (a refusal
+/// is recorded by [`visible_appointment`]).
+pub(crate) async fn read_appointment(
+    state: &State,
+    user: &AuthUser,
+    audit: &Audit,
+    id: AppointmentId,
+) -> Result<Appointment, ApiError> {
+    let a = visible_appointment(state, user, audit, Action::AppointmentRead, id).await?;
+    audit
+        .appointment(state, user, Action::AppointmentRead, &a)
+        .await?;
+    Ok(a)
 }
 
 /// An appointment's history.
@@ -453,17 +458,7 @@ pub async fn appointment_history(
     audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let a = visible_appointment(
-        &state,
-        &user,
-        &audit,
-        Action::AppointmentRead,
-        appointment_id(&path)?,
-    )
-    .await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentRead, &a)
-        .await?;
+    let a = read_appointment(&state, &user, &audit, appointment_id(&path)?).await?;
     let history = state.store.history(a.id).await?;
     Ok(HttpResponse::Ok().json(HistoryOut { history }))
 }

@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use docspot_actors::domain::{AppointmentId, AppointmentStatus};
 
 use crate::{
-    audit::{Action, Audit},
+    audit::Audit,
     auth::AuthUser,
     error::ApiError,
-    routes::{State, booking::visible_appointment},
+    routes::{State, booking::read_appointment},
 };
 
 /// What goes into one VEVENT.
@@ -131,10 +131,7 @@ pub async fn appointment_ics(
 ) -> Result<HttpResponse, ApiError> {
     let id = AppointmentId::parse(&path)
         .map_err(|e| ApiError::not_found("appointment_not_found", e.to_string()))?;
-    let a = visible_appointment(&state, &user, &audit, Action::AppointmentRead, id).await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentRead, &a)
-        .await?;
+    let a = read_appointment(&state, &user, &audit, id).await?;
     if a.status == AppointmentStatus::Held {
         return Err(ApiError::conflict(
             "not_exportable",
