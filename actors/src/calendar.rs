@@ -1141,6 +1141,19 @@ pub struct BoardLine {
     pub today_held: usize,
     /// Today's booked slots.
     pub today_booked: usize,
+    /// Today's slots in order, with their state: the day's schedule as a
+    /// waiting room may see it (times only, never who).
+    #[serde(default)]
+    pub today: Vec<BoardSlot>,
+}
+
+/// One of today's slots on a wall display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BoardSlot {
+    /// Visit start.
+    pub start: chrono::DateTime<Utc>,
+    /// `free`, `held` or `booked`.
+    pub status: SlotStatus,
 }
 
 /// The doctor's wall-display line, from memory.
@@ -1181,13 +1194,19 @@ impl Handler<Board> for CalendarActor {
             today_free: 0,
             today_held: 0,
             today_booked: 0,
+            today: Vec::new(),
         };
         for s in slots::candidate_slots(schedule, vt, day, all_day) {
-            match self.status_of(vt.block_at(s.start)) {
+            let status = self.status_of(vt.block_at(s.start));
+            match status {
                 SlotStatus::Free => line.today_free += 1,
                 SlotStatus::Held => line.today_held += 1,
                 SlotStatus::Booked => line.today_booked += 1,
             }
+            line.today.push(BoardSlot {
+                start: s.start,
+                status,
+            });
         }
         Ok(line)
     }

@@ -297,6 +297,10 @@ mod tests {
             today_free: 3,
             today_held: 1,
             today_booked: 4,
+            today: vec![docspot_actors::calendar::BoardSlot {
+                start: t(0),
+                status: docspot_actors::calendar::SlotStatus::Free,
+            }],
         };
         let changed = ChangedAppointment {
             id: AppointmentId::new(),

@@ -358,6 +358,30 @@ async fn the_wall_display_updates_live_after_a_booking_through_the_api() {
         "Live",
         "the display says it is connected"
     );
+    // Today's schedule shows the booked time as booked (times only). When
+    // the clinic's day is over, the next free slot is on a later day and
+    // today's schedule cannot hold it: then it must not be listed at all.
+    let chips = b
+        .js(
+            "return [...document.querySelectorAll(arguments[0] + ' .chip')].map((c) => [c.dataset.start, c.dataset.status]);",
+            json!([row]),
+        )
+        .await;
+    let booked: chrono::DateTime<chrono::Utc> = next.parse().unwrap();
+    let listed = chips.as_array().unwrap().iter().find(|c| {
+        c[0].as_str()
+            .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok())
+            == Some(booked)
+    });
+    let berlin =
+        |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&chrono_tz::Europe::Berlin).date_naive();
+    if berlin(booked) == berlin(chrono::Utc::now()) || listed.is_some() {
+        assert_eq!(
+            listed.map(|c| c[1].clone()),
+            Some(json!("booked")),
+            "the booked slot in today's schedule: {chips}"
+        );
+    }
     b.screenshot("display-after").await;
 
     // The network drops: the board says so, then reconnects by itself and

@@ -1,5 +1,5 @@
-// Clinic wall display: one line per doctor (next free time, today's free,
-// held and booked counts), live from the `clinic:{id}` topic, reconnecting
+// Clinic wall display: one line per doctor (next free time, the rest of
+// today's schedule as times only, today's free, held and booked counts), live from the `clinic:{id}` topic, reconnecting
 // by itself. Read-only: no sign-in.
 import { t, applyStrings, time, dateTime, localDate } from "./i18n.js";
 import { get } from "./api.js";
@@ -11,6 +11,24 @@ const clinicId = decodeURIComponent(location.pathname.split("/").filter(Boolean)
 const lines = new Map(); // doctor_id → line
 let clinic = { name: "", time_zone: "UTC" };
 
+// How many of today's coming slots a line shows (more would not be
+// readable from across the room).
+const SCHEDULE_SLOTS = 8;
+
+// The rest of today's slots, each a time coloured by its state; times only,
+// never who booked.
+function schedule(d, zone) {
+  const now = Date.now();
+  const coming = (d.today ?? []).filter((s) => Date.parse(s.start) >= now - 15 * 60_000).slice(0, SCHEDULE_SLOTS);
+  return el("td", { class: "schedule" },
+    ...coming.map((s) => el("span", {
+      class: `chip ${s.status}`,
+      "data-start": s.start,
+      "data-status": s.status,
+      "aria-label": `${time(s.start, zone)} ${t("slot_" + s.status)}`,
+    }, time(s.start, zone))));
+}
+
 function render() {
   const zone = clinic.time_zone;
   const today = localDate(new Date().toISOString(), zone);
@@ -21,6 +39,7 @@ function render() {
     return el("tr", { "data-doctor": d.doctor_id, "data-next-free": nf ?? "" },
       el("th", { scope: "row" }, d.name),
       el("td", { class: "next" }, nextText),
+      schedule(d, zone),
       el("td", { class: "num free" }, String(d.today_free)),
       el("td", { class: "num held" }, String(d.today_held)),
       el("td", { class: "num booked" }, String(d.today_booked)));
