@@ -202,7 +202,15 @@ impl FailureCounter {
     fn fail(&self, key: &str, now: Instant) {
         let mut map = self.lock();
         if map.len() >= self.capacity && !map.contains_key(key) {
-            return;
+            // Full (an attacker spraying user names can get here): make room
+            // rather than stop counting, or filling the map would switch
+            // lock-outs off. Stale entries go first, then the unlocked entry
+            // with the fewest failures; locked entries are kept, so flooding
+            // cannot unlock a victim.
+            self.evict(&mut map, now);
+            if map.len() >= self.capacity {
+                return;
+            }
         }
         let e = map.entry(key.to_string()).or_insert(Failures {
             count: 0,
@@ -224,16 +232,34 @@ impl FailureCounter {
         }
     }
 
+    fn evict(&self, map: &mut HashMap<String, Failures>, now: Instant) {
+        map.retain(|_, e| self.current(e, now));
+        if map.len() < self.capacity {
+            return;
+        }
+        let victim = map
+            .iter()
+            .filter(|(_, e)| e.locked_until.is_none_or(|until| until <= now))
+            .min_by_key(|(_, e)| (e.count, e.first))
+            .map(|(k, _)| k.clone());
+        if let Some(k) = victim {
+            map.remove(&k);
+        }
+    }
+
+    /// Whether an entry still matters: its window is open or it is locked.
+    fn current(&self, e: &Failures, now: Instant) -> bool {
+        let window_open = now.duration_since(e.first) <= self.window;
+        let locked = e.locked_until.is_some_and(|until| until > now);
+        window_open || locked
+    }
+
     fn reset(&self, key: &str) {
         self.lock().remove(key);
     }
 
     fn cleanup(&self, now: Instant) {
-        self.lock().retain(|_, e| {
-            let window_open = now.duration_since(e.first) <= self.window;
-            let locked = e.locked_until.is_some_and(|until| until > now);
-            window_open || locked
-        });
+        self.lock().retain(|_, e| self.current(e, now));
     }
 }
 
@@ -693,5 +719,32 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         l.cleanup();
         assert_eq!(l.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn a_full_failure_map_still_locks_out() {
+        let mut c = FailureCounter::new(3, Duration::from_secs(900), Duration::from_secs(900));
+        c.capacity = 4;
+        let now = Instant::now();
+        // The victim is locked; junk keys then fill the map.
+        for _ in 0..3 {
+            c.fail("victim", now);
+        }
+        for i in 0..10 {
+            c.fail(&format!("junk{i}"), now);
+        }
+        assert!(
+            c.locked("victim", now).is_some(),
+            "flooding unlocked the victim"
+        );
+        // A new target is still counted and locked while the map is full.
+        for _ in 0..3 {
+            c.fail("target", now);
+        }
+        assert!(
+            c.locked("target", now).is_some(),
+            "a full map stopped lock-outs"
+        );
+        assert!(c.lock().len() <= 4);
     }
 }
