@@ -65,7 +65,9 @@ pub async fn list_doctors(
     Ok(HttpResponse::Ok().json(DoctorsOut { doctors }))
 }
 
-fn appointment_id(s: &str) -> Result<AppointmentId, ApiError> {
+/// An appointment id from a path segment: a malformed one names no
+/// appointment (404).
+pub(crate) fn appointment_id(s: &str) -> Result<AppointmentId, ApiError> {
     AppointmentId::parse(s).map_err(|e| ApiError::not_found("appointment_not_found", e.to_string()))
 }
 

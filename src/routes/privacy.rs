@@ -3,7 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{Datelike, NaiveDate, Utc};
-use docspot_actors::domain::{Appointment, AppointmentId, AppointmentStatus, UserId};
+use docspot_actors::domain::{Appointment, AppointmentStatus, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{AppointmentOut, State, booking::visible_appointment};
@@ -206,8 +206,7 @@ pub async fn put_details(
     path: web::Path<String>,
     body: web::Json<DetailsIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = AppointmentId::parse(&path)
-        .map_err(|e| ApiError::not_found("appointment_not_found", e.to_string()))?;
+    let id = super::booking::appointment_id(&path)?;
     let a =
         visible_appointment(&state, &user, &audit, Action::AppointmentDetailsUpdate, id).await?;
     let staff = user.role != Role::Patient;

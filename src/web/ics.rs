@@ -8,7 +8,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use docspot_actors::domain::{AppointmentId, AppointmentStatus};
+use docspot_actors::domain::AppointmentStatus;
 
 use crate::{
     audit::Audit,
@@ -129,8 +129,7 @@ pub async fn appointment_ics(
     audit: Audit,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = AppointmentId::parse(&path)
-        .map_err(|e| ApiError::not_found("appointment_not_found", e.to_string()))?;
+    let id = crate::routes::booking::appointment_id(&path)?;
     let a = read_appointment(&state, &user, &audit, id).await?;
     if a.status == AppointmentStatus::Held {
         return Err(ApiError::conflict(
