@@ -2,7 +2,7 @@
 //! A; watchers sit on A and on B. The added latency of a delta is its
 //! receipt on B minus its (median) receipt on A.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -13,7 +13,7 @@ use crate::{
     api::{self, Api},
     procfs::CpuWindow,
     report::{ScenarioResult, TargetCheck},
-    scenarios::{Watchers, ms_between, paced_bookings, specs},
+    scenarios::{PushPlan, Watchers, ms_between, paced_bookings, specs},
     server::{SpawnOpts, Target},
     stats::{Latency, fmt_ms},
     ws,
@@ -69,19 +69,9 @@ pub async fn run(args: &Args) -> anyhow::Result<ScenarioResult> {
     let doctors = api.seed_doctors(&admin, 1).await?;
     let tokens = api.seed_patients(args.patients.min(8)).await?;
     let base = api::grid_base(chrono::Utc::now());
-    let b = ((args.rate * args.push_secs).ceil() as usize).max(1);
-    let starts: Vec<String> = (0..b as i64)
-        .map(|k| api::rfc3339(api::slot_start(base, k)))
-        .collect();
-    let plan: Arc<HashMap<i64, u32>> = Arc::new(
-        (0..b as i64)
-            .map(|k| (api::slot_start(base, k).timestamp(), k as u32))
-            .collect(),
-    );
-    let (from, to) = (
-        api::rfc3339(base),
-        api::rfc3339(api::slot_start(base, b as i64).max(base + chrono::Duration::hours(1))),
-    );
+    let PushPlan { starts, plan, to } = PushPlan::new(base, args.rate, args.push_secs);
+    let b = starts.len();
+    let (from, to) = (api::rfc3339(base), api::rfc3339(to));
     let setup_limit = Duration::from_secs(60 + (w / 100) as u64);
     let hard =
         tokio::time::Instant::now() + setup_limit + Duration::from_secs_f64(args.push_secs + 60.0);

@@ -7,7 +7,7 @@
 //! overtake the answer), and commit ≈ 201 arrival − ½ loopback RTT →
 //! receipt, the estimate the target is judged by.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use crate::{
     api::{self, Api},
     procfs::CpuWindow,
     report::{ScenarioResult, TargetCheck},
-    scenarios::{Watchers, ms_between, paced_bookings, rtt_ms, specs},
+    scenarios::{PushPlan, Watchers, ms_between, paced_bookings, rtt_ms, specs},
     server::{SpawnOpts, Target},
     stats::{Latency, fmt_ms},
     ws,
@@ -46,17 +46,9 @@ pub async fn run(args: &Args) -> anyhow::Result<ScenarioResult> {
     let doctors = api.seed_doctors(&admin, 1).await?;
     let tokens = api.seed_patients(args.patients.min(8)).await?;
     let base = api::grid_base(chrono::Utc::now());
-    let b = ((args.rate * args.push_secs).ceil() as usize).max(1);
-    let starts: Vec<String> = (0..b as i64)
-        .map(|k| api::rfc3339(api::slot_start(base, k)))
-        .collect();
-    let plan: Arc<HashMap<i64, u32>> = Arc::new(
-        (0..b as i64)
-            .map(|k| (api::slot_start(base, k).timestamp(), k as u32))
-            .collect(),
-    );
     // Watch just the booked part of the calendar: a smaller snapshot each.
-    let to = api::slot_start(base, b as i64).max(base + chrono::Duration::hours(1));
+    let PushPlan { starts, plan, to } = PushPlan::new(base, args.rate, args.push_secs);
+    let b = starts.len();
     let setup_limit = Duration::from_secs((60 + w / 100) as u64);
     let hard =
         tokio::time::Instant::now() + setup_limit + Duration::from_secs_f64(args.push_secs + 60.0);

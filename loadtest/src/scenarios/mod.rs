@@ -165,6 +165,36 @@ pub fn specs(
         .collect()
 }
 
+/// The bookings a push scenario makes: `rate × secs` consecutive slots from
+/// `base`, as request starts, plus the map watchers use to number what they
+/// receive (slot start → booking index).
+pub struct PushPlan {
+    /// Slot starts to book, in order (RFC 3339).
+    pub starts: Vec<String>,
+    /// Slot start (unix seconds) → booking index.
+    pub plan: Arc<HashMap<i64, u32>>,
+    /// End of the watched range: the booked slots, at least an hour.
+    pub to: chrono::DateTime<chrono::Utc>,
+}
+
+impl PushPlan {
+    /// The plan for `rate` bookings a second over `secs` seconds.
+    pub fn new(base: chrono::DateTime<chrono::Utc>, rate: f64, secs: f64) -> Self {
+        let b = ((rate * secs).ceil() as usize).max(1) as i64;
+        PushPlan {
+            starts: (0..b)
+                .map(|k| crate::api::rfc3339(crate::api::slot_start(base, k)))
+                .collect(),
+            plan: Arc::new(
+                (0..b)
+                    .map(|k| (crate::api::slot_start(base, k).timestamp(), k as u32))
+                    .collect(),
+            ),
+            to: crate::api::slot_start(base, b).max(base + chrono::Duration::hours(1)),
+        }
+    }
+}
+
 /// Milliseconds from `a` to `b` (negative when `b` is earlier).
 pub fn ms_between(a: Instant, b: Instant) -> f64 {
     if b >= a {
