@@ -258,7 +258,7 @@ pub async fn token(
                         .await?;
                     return token_response(&state, &user, next);
                 }
-                RefreshOutcome::Reused => {
+                refused @ (RefreshOutcome::Reused | RefreshOutcome::Invalid) => {
                     audit
                         .record(account_entry(
                             &audit,
@@ -268,19 +268,10 @@ pub async fn token(
                             Outcome::Denied,
                         ))
                         .await?;
-                    tracing::warn!("refresh token replayed; its family was revoked");
-                    return Ok(oauth_error("invalid_grant", "refresh token already used"));
-                }
-                RefreshOutcome::Invalid => {
-                    audit
-                        .record(account_entry(
-                            &audit,
-                            Actor::ANONYMOUS,
-                            Action::AuthRefreshFailed,
-                            None,
-                            Outcome::Denied,
-                        ))
-                        .await?;
+                    if matches!(refused, RefreshOutcome::Reused) {
+                        tracing::warn!("refresh token replayed; its family was revoked");
+                        return Ok(oauth_error("invalid_grant", "refresh token already used"));
+                    }
                     return Ok(oauth_error(
                         "invalid_grant",
                         "refresh token is invalid or expired",
