@@ -159,15 +159,28 @@ pub struct Browser {
 
 impl Browser {
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        match self.try_cmd(method, path, body).await {
+            Ok(v) => v,
+            Err((err, message)) => panic!("WebDriver {path}: {err}: {message}"),
+        }
+    }
+
+    /// A command, with WebDriver's error (code, message) instead of a panic.
+    async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (String, Value)> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
         }
         let v: Value = req.send().await.unwrap().json().await.unwrap();
-        if let Some(err) = v["value"]["error"].as_str() {
-            panic!("WebDriver {path}: {err}: {}", v["value"]["message"]);
+        match v["value"]["error"].as_str() {
+            Some(err) => Err((err.to_string(), v["value"]["message"].clone())),
+            None => Ok(v["value"].clone()),
         }
-        v["value"].clone()
     }
 
     pub async fn goto(&self, url: &str) {
@@ -236,14 +249,25 @@ impl Browser {
     }
 
     /// A real click (through the browser's input pipeline).
+    /// Clicks the element `css` names. Live updates re-render the page, so
+    /// the element found can be replaced before the click lands: the
+    /// selector is what is meant, so look it up again (a few times).
     pub async fn click(&self, css: &str) {
-        let e = self.element(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{e}/click"),
-            Some(json!({})),
-        )
-        .await;
+        for attempt in 1.. {
+            let e = self.element(css).await;
+            match self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{e}/click"),
+                    Some(json!({})),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err((err, _)) if err == "stale element reference" && attempt < 5 => continue,
+                Err((err, message)) => panic!("WebDriver click {css}: {err}: {message}"),
+            }
+        }
     }
 
     /// Types into an input (real key events).
