@@ -224,6 +224,12 @@ async fn main() -> anyhow::Result<()> {
             match docspot::audit::verify(store.as_ref(), batch).await? {
                 docspot::audit::Verdict::Ok { count, head_hash } => {
                     println!("audit chain OK: {count} entries, head hash {head_hash}");
+                    // Records of committed changes the server has not
+                    // chained yet (it does within a second while running).
+                    let pending = store.pending().await?;
+                    if pending > 0 {
+                        println!("{pending} more records wait in the outbox to be chained");
+                    }
                 }
                 docspot::audit::Verdict::Broken { seq, reason } => {
                     eprintln!("audit chain BROKEN at seq {seq}: {reason}");

@@ -7,7 +7,7 @@ use docspot_actors::{
     CalendarDirectory,
     calendar::{BookingError, Cancel},
     domain::{AppointmentStatus, UserId},
-    store::StoreError,
+    store::{AuditNote, StoreError},
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -218,12 +218,15 @@ pub struct ErasureOutcome {
 /// Idempotent: erasing again cancels whatever is still active. One failed
 /// cancellation does not stop the others (the data is erased by then, so
 /// the caller must learn what is left): see [`ErasureOutcome::error`].
+/// Each cancellation is audited with `audit` (who erased, from where),
+/// written in the cancellation's own transaction.
 /// `Ok(None)`: no such patient.
 pub async fn erase_patient(
     store: &dyn Store,
     calendars: &CalendarDirectory,
     patient: UserId,
     by: UserId,
+    audit: AuditNote,
 ) -> Result<Option<ErasureOutcome>, ApiError> {
     let Some(erased) = store.erase_patient(patient).await? else {
         return Ok(None);
@@ -257,6 +260,7 @@ pub async fn erase_patient(
                     reason: Some("patient data erased".into()),
                     enforce_cutoff: false,
                     holds_only: false,
+                    audit: Some(audit.clone()),
                 },
             )
             .await;

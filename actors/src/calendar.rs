@@ -39,7 +39,7 @@ use crate::{
     },
     events::{CalendarChange, ChangeKind, ChangeSink, ChangedAppointment},
     slots::{self, Bookable, BusyIndex},
-    store::{CalendarStore, OpError, StoreError, WriteOp},
+    store::{AuditNote, CalendarStore, OpError, StoreError, Write, WriteOp},
 };
 
 /// Tunables of every calendar actor.
@@ -143,6 +143,8 @@ enum Effect {
 struct Queued {
     id: AppointmentId,
     op: WriteOp,
+    /// Written with the op, in its transaction (see [`AuditNote`]).
+    audit: Option<AuditNote>,
     effect: Effect,
 }
 
@@ -382,19 +384,33 @@ impl CalendarActor {
             starts_after: None,
             hold_valid_at: None,
         };
-        self.enqueue(id, op, Effect::Status, Vec::new(), ctx);
+        self.enqueue(id, op, None, Effect::Status, Vec::new(), ctx);
     }
 
     fn enqueue(
         &mut self,
         id: AppointmentId,
         op: WriteOp,
+        audit: Option<AuditNote>,
         effect: Effect,
         waiters: Vec<Waiter>,
         ctx: &mut Context<Self>,
     ) {
+        let clinic = match &self.phase {
+            Phase::Ready(s) => Some(s.clinic_id),
+            _ => None,
+        };
+        let audit = audit.map(|n| AuditNote {
+            clinic_id: n.clinic_id.or(clinic),
+            ..n
+        });
         self.in_progress.insert(id, waiters);
-        self.queue.push_back(Queued { id, op, effect });
+        self.queue.push_back(Queued {
+            id,
+            op,
+            audit,
+            effect,
+        });
         self.flush(ctx);
     }
 
@@ -407,13 +423,19 @@ impl CalendarActor {
         self.flushing = true;
         let n = self.queue.len().min(self.cfg.batch_max.max(1));
         let batch: Vec<Queued> = self.queue.drain(..n).collect();
-        let ops: Vec<WriteOp> = batch.iter().map(|q| q.op.clone()).collect();
+        let writes: Vec<Write> = batch
+            .iter()
+            .map(|q| Write {
+                op: q.op.clone(),
+                audit: q.audit.clone(),
+            })
+            .collect();
         let store = self.store.clone();
         let doctor = self.doctor;
         // `spawn`, not `wait`: the mailbox keeps being served while the
         // transaction commits, and new claims gather into the next batch.
         ctx.spawn(
-            async move { store.commit_batch(doctor, ops).await }
+            async move { store.commit_batch(doctor, writes).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     act.settle(batch, res, ctx);
@@ -723,6 +745,8 @@ pub struct Claim {
     pub hold: bool,
     /// Retries with the same key return the same appointment.
     pub idempotency_key: Option<String>,
+    /// The change's audit record, written in its transaction.
+    pub audit: Option<AuditNote>,
 }
 
 impl Handler<Claim> for CalendarActor {
@@ -792,7 +816,7 @@ impl Handler<Claim> for CalendarActor {
             appointment,
             by: msg.patient,
         };
-        self.enqueue(id, op, Effect::Insert { block }, vec![tx], ctx);
+        self.enqueue(id, op, msg.audit, Effect::Insert { block }, vec![tx], ctx);
         wait_for(rx)
     }
 }
@@ -805,6 +829,8 @@ pub struct Confirm {
     pub hold_id: AppointmentId,
     /// Who confirms.
     pub by: UserId,
+    /// The change's audit record, written in its transaction.
+    pub audit: Option<AuditNote>,
 }
 
 impl Handler<Confirm> for CalendarActor {
@@ -836,7 +862,7 @@ impl Handler<Confirm> for CalendarActor {
             hold_valid_at: Some(now),
         };
         let (tx, rx) = oneshot::channel();
-        self.enqueue(msg.hold_id, op, Effect::Status, vec![tx], ctx);
+        self.enqueue(msg.hold_id, op, msg.audit, Effect::Status, vec![tx], ctx);
         wait_for(rx)
     }
 }
@@ -855,6 +881,8 @@ pub struct Reschedule {
     pub by: UserId,
     /// Apply the clinic's cut-off (patients yes, staff no).
     pub enforce_cutoff: bool,
+    /// The change's audit record, written in its transaction.
+    pub audit: Option<AuditNote>,
 }
 
 impl Handler<Reschedule> for CalendarActor {
@@ -909,7 +937,7 @@ impl Handler<Reschedule> for CalendarActor {
             old: current.block,
             new: block,
         };
-        self.enqueue(msg.id, op, effect, vec![tx], ctx);
+        self.enqueue(msg.id, op, msg.audit, effect, vec![tx], ctx);
         wait_for(rx)
     }
 }
@@ -929,6 +957,8 @@ pub struct Cancel {
     pub enforce_cutoff: bool,
     /// Only release a hold: refuse if it has become a booking meanwhile.
     pub holds_only: bool,
+    /// The change's audit record, written in its transaction.
+    pub audit: Option<AuditNote>,
 }
 
 impl Handler<Cancel> for CalendarActor {
@@ -977,7 +1007,7 @@ impl Handler<Cancel> for CalendarActor {
             hold_valid_at: None,
         };
         let (tx, rx) = oneshot::channel();
-        self.enqueue(msg.id, op, Effect::Status, vec![tx], ctx);
+        self.enqueue(msg.id, op, msg.audit, Effect::Status, vec![tx], ctx);
         wait_for(rx)
     }
 }
@@ -992,6 +1022,8 @@ pub struct RecordOutcome {
     pub status: AppointmentStatus,
     /// Who records it (the doctor or a clinic admin).
     pub by: UserId,
+    /// The change's audit record, written in its transaction.
+    pub audit: Option<AuditNote>,
 }
 
 impl Handler<RecordOutcome> for CalendarActor {
@@ -1028,7 +1060,7 @@ impl Handler<RecordOutcome> for CalendarActor {
             hold_valid_at: None,
         };
         let (tx, rx) = oneshot::channel();
-        self.enqueue(msg.id, op, Effect::Status, vec![tx], ctx);
+        self.enqueue(msg.id, op, msg.audit, Effect::Status, vec![tx], ctx);
         wait_for(rx)
     }
 }

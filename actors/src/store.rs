@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Appointment, AppointmentId, AppointmentStatus, DoctorId, DoctorSchedule, TimeRange, UserId,
+    Appointment, AppointmentId, AppointmentStatus, ClinicId, DoctorId, DoctorSchedule, TimeRange,
+    UserId,
 };
 
 /// The storage backend failed as a whole (connection lost, disk full, …).
@@ -62,6 +63,48 @@ pub enum WriteOp {
     },
 }
 
+/// Who asked for a write, and from where: the audit record of the change.
+///
+/// The store writes it in the same transaction as the write it belongs to
+/// (an outbox the server's audit log chains afterwards), and only if that
+/// write applied. So a committed change always has its audit record, and
+/// the caller does not wait for a second, separate audit commit. The
+/// record names the appointment (and through it the patient) itself; the
+/// calendar fills in the clinic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditNote {
+    /// When it was asked for (UTC, microsecond precision).
+    pub at: DateTime<Utc>,
+    /// The stored action name, e.g. `appointment.create`.
+    pub action: &'static str,
+    /// Who asked (absent for the system).
+    pub actor_id: Option<UserId>,
+    /// As what: `patient`, `doctor`, `clinic_admin` or `system`.
+    pub actor_role: &'static str,
+    /// The client's address.
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// The doctor's clinic (the calendar sets it).
+    pub clinic_id: Option<ClinicId>,
+}
+
+/// One write of a batch with its audit record, if the change is audited.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// The change.
+    pub op: WriteOp,
+    /// Its audit record, written with it when it applies.
+    pub audit: Option<AuditNote>,
+}
+
+impl From<WriteOp> for Write {
+    /// A write without an audit record (system changes, tests).
+    fn from(op: WriteOp) -> Self {
+        Write { op, audit: None }
+    }
+}
+
 /// Why a single write in a batch did not apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpError {
@@ -102,11 +145,12 @@ pub trait CalendarStore: Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> Result<Vec<Appointment>, StoreError>;
 
-    /// Applies `ops` in order in one transaction. The outer error means
-    /// nothing was written; otherwise there is one outcome per op.
+    /// Applies `writes` in order in one transaction, each with its audit
+    /// record if it applied. The outer error means nothing was written;
+    /// otherwise there is one outcome per write.
     async fn commit_batch(
         &self,
         doctor: DoctorId,
-        ops: Vec<WriteOp>,
+        writes: Vec<Write>,
     ) -> Result<Vec<Result<Appointment, OpError>>, StoreError>;
 }

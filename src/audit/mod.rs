@@ -26,15 +26,22 @@
 //! appends of every node sharing the database: seq stays gapless and
 //! `prev_hash` right.
 //!
-//! A handler awaits its entry's durable acknowledgement before it answers.
-//! For reads the entry is written *before* the data leaves, so no read goes
-//! unrecorded. For changes the entry follows the change's own commit (the
-//! calendar actor commits; the handler records afterwards): if the process
-//! dies between the two commits, the change exists without its audit entry.
-//! That window is one group commit long and the client never got an answer
-//! (it will retry, and an idempotent retry is recorded); closing it would
-//! need the audit row inside the booking transaction, which the calendar's
-//! batched commits do not have.
+//! Reads record *before* the data leaves: the handler awaits its entry's
+//! durable acknowledgement, so no read goes unrecorded.
+//!
+//! Changes to appointments (book, hold, confirm, move, cancel, outcome)
+//! travel with the change instead: the handler hands the calendar actor an
+//! [`AuditNote`], and the store writes it into the `audit_outbox` table in
+//! the very transaction that commits the change (see
+//! `docspot_actors::store::AuditNote`). A committed change therefore always
+//! has its record — there is no window in which a crash leaves one without
+//! the other — and the request does not wait for a second commit. The
+//! writer moves outbox rows into the chain (in order of arrival, under the
+//! head lock, deleting them from the outbox in the same transaction) at its
+//! next append, when a handler nudges it after a change
+//! ([`Audit::committed`]), and at least every [`SWEEP`]. Queries drain the
+//! outbox first ([`AuditLog::flush`]), so what the API shows includes every
+//! committed change.
 
 pub mod postgres;
 pub mod sqlite;
@@ -53,7 +60,10 @@ use std::{
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::StatusCode, web};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use docspot_actors::domain::{Appointment, ClinicId, DoctorId, UserId};
+use docspot_actors::{
+    domain::{Appointment, ClinicId, DoctorId, UserId},
+    store::AuditNote,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -272,8 +282,14 @@ impl NewEntry {
 
     /// Places the entry in the chain after `prev_seq` / `prev_hash`.
     pub fn chain(self, prev_seq: i64, prev_hash: [u8; 32]) -> AuditEntry {
-        let mut e = AuditEntry {
-            seq: prev_seq + 1,
+        self.unlinked().link(prev_seq, prev_hash)
+    }
+
+    /// The entry as stored, before it has a place in the chain (seq and
+    /// hashes unset; see [`AuditEntry::link`]).
+    pub fn unlinked(self) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
             at: self.at,
             actor_id: self.actor.id,
             actor_role: self.actor.role.to_string(),
@@ -285,11 +301,9 @@ impl NewEntry {
             client_ip: self.client_ip.map(|ip| ip.to_string()),
             request_id: self.request_id,
             outcome: self.outcome.as_str().to_string(),
-            prev_hash: Hash(prev_hash),
+            prev_hash: Hash([0; 32]),
             hash: Hash([0; 32]),
-        };
-        e.hash = Hash(e.compute_hash());
-        e
+        }
     }
 }
 
@@ -416,6 +430,15 @@ impl AuditEntry {
     pub fn compute_hash(&self) -> [u8; 32] {
         Sha256::digest(self.canonical_bytes()).into()
     }
+
+    /// Places an entry (its seq and hashes not set yet, e.g. an outbox
+    /// row) in the chain after `prev_seq` / `prev_hash`.
+    pub fn link(mut self, prev_seq: i64, prev_hash: [u8; 32]) -> AuditEntry {
+        self.seq = prev_seq + 1;
+        self.prev_hash = Hash(prev_hash);
+        self.hash = Hash(self.compute_hash());
+        self
+    }
 }
 
 /// Why the audit log could not be written or read.
@@ -472,18 +495,45 @@ pub struct AuditFilter {
     pub limit: usize,
 }
 
+/// What one [`AuditStore::append`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Appended {
+    /// The batch's entries as chained, in order.
+    pub entries: Vec<AuditEntry>,
+    /// Outbox rows moved into the chain ahead of them.
+    pub from_outbox: usize,
+}
+
+/// Most outbox rows one append moves: bounds the transaction.
+pub const OUTBOX_BATCH: usize = 2048;
+
 /// Where the chain lives: PostgreSQL or the embedded SQLite file.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Appends `batch` in one transaction, in order, after the current head,
-    /// and returns the chained entries.
-    async fn append(&self, batch: Vec<NewEntry>) -> Result<Vec<AuditEntry>, AuditError>;
+    /// In one transaction, after the current head: moves up to
+    /// [`OUTBOX_BATCH`] waiting outbox rows (the records of committed
+    /// calendar changes) into the chain, oldest first, then appends
+    /// `batch` in order. An empty `batch` just drains the outbox.
+    async fn append(&self, batch: Vec<NewEntry>) -> Result<Appended, AuditError>;
+    /// Chains everything waiting in the outbox (see [`Self::append`]).
+    async fn drain(&self) -> Result<usize, AuditError> {
+        let mut moved = 0;
+        loop {
+            let n = self.append(Vec::new()).await?.from_outbox;
+            moved += n;
+            if n < OUTBOX_BATCH {
+                return Ok(moved);
+            }
+        }
+    }
     /// Entries matching `filter`, by seq.
     async fn query(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>, AuditError>;
     /// Up to `limit` entries with seq > `after`, by seq (for [`verify`]).
     async fn scan(&self, after: i64, limit: usize) -> Result<Vec<AuditEntry>, AuditError>;
     /// The recorded head.
     async fn head(&self) -> Result<Head, AuditError>;
+    /// Records in the outbox, not chained yet.
+    async fn pending(&self) -> Result<i64, AuditError>;
 }
 
 /// Opens the audit store of the database the settings name. The schema must
@@ -602,9 +652,19 @@ const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
 /// How long `record` waits for its acknowledgement before answering 503.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The writer drains the outbox at least this often, also without nudges:
+/// records committed by a node that stopped before chaining them, or by a
+/// command-line tool, are picked up by whichever node runs.
+pub const SWEEP: Duration = Duration::from_secs(1);
+/// After a nudge the writer waits this long for more before draining, so a
+/// rush of bookings is chained in a few transactions, not one each. Nobody
+/// waits for this: the records are durable in the outbox already.
+const NUDGE_DELAY: Duration = Duration::from_millis(5);
 
+/// An entry for the writer (`None`: only drain the outbox) and whoever
+/// waits for its commit.
 struct Pending {
-    entry: NewEntry,
+    entry: Option<NewEntry>,
     ack: oneshot::Sender<Result<i64, AuditError>>,
 }
 
@@ -613,6 +673,8 @@ struct Pending {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
+    /// Wakes the writer to chain the outbox (after a calendar change).
+    nudge: Arc<tokio::sync::Notify>,
     store: Arc<dyn AuditStore>,
     /// A doctor's clinic never changes: remembered so entries about
     /// appointments cost no extra query after the first.
@@ -623,9 +685,11 @@ impl AuditLog {
     /// Starts the writer task (call inside the runtime).
     pub fn start(store: Arc<dyn AuditStore>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run_writer(store.clone(), rx));
+        let nudge = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(run_writer(store.clone(), rx, nudge.clone()));
         AuditLog {
             tx,
+            nudge,
             store,
             clinics: Arc::default(),
         }
@@ -638,6 +702,21 @@ impl AuditLog {
 
     /// Appends `entry` and waits until it is committed; returns its seq.
     pub async fn append(&self, entry: NewEntry) -> Result<i64, AuditError> {
+        self.submit(Some(entry)).await
+    }
+
+    /// Waits until every outbox record committed so far is in the chain
+    /// (before answering a query, so it shows every committed change).
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        self.submit(None).await.map(|_| ())
+    }
+
+    /// Tells the writer that outbox records are waiting; does not wait.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    async fn submit(&self, entry: Option<NewEntry>) -> Result<i64, AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Pending { entry, ack })
@@ -669,11 +748,34 @@ impl AuditLog {
     }
 }
 
-/// The writer: waits for one entry, takes whatever else is queued (up to
-/// [`MAX_BATCH`]), appends them in one transaction and acknowledges each.
-async fn run_writer(store: Arc<dyn AuditStore>, mut rx: mpsc::Receiver<Pending>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+/// The writer: waits for an entry, a nudge or the sweep; takes whatever
+/// else is queued (up to [`MAX_BATCH`]); appends it all in one transaction
+/// that first chains the outbox; and acknowledges each entry.
+///
+/// Why one task: the chain is a sequence, so appends are serialized anyway
+/// (across nodes by the head row lock); one writer per node turns a burst
+/// into one transaction instead of a queue of lock waiters.
+async fn run_writer(
+    store: Arc<dyn AuditStore>,
+    mut rx: mpsc::Receiver<Pending>,
+    nudge: Arc<tokio::sync::Notify>,
+) {
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // More outbox rows are waiting than one append takes: go on at once.
+    let mut backlog = false;
+    loop {
+        let mut batch = Vec::new();
+        if !backlog {
+            tokio::select! {
+                p = rx.recv() => match p {
+                    Some(p) => batch.push(p),
+                    None => return,
+                },
+                () = nudge.notified() => tokio::time::sleep(NUDGE_DELAY).await,
+                _ = sweep.tick() => {}
+            }
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(p) => batch.push(p),
@@ -681,13 +783,23 @@ async fn run_writer(store: Arc<dyn AuditStore>, mut rx: mpsc::Receiver<Pending>)
             }
         }
         let (entries, acks): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.entry, p.ack)).unzip();
-        match store.append(entries).await {
-            Ok(chained) => {
-                for (ack, e) in acks.into_iter().zip(chained) {
-                    let _ = ack.send(Ok(e.seq));
+        let wanted: Vec<bool> = entries.iter().map(Option::is_some).collect();
+        match store.append(entries.into_iter().flatten().collect()).await {
+            Ok(done) => {
+                backlog = done.from_outbox >= OUTBOX_BATCH;
+                let mut chained = done.entries.into_iter();
+                for (ack, has_entry) in acks.into_iter().zip(wanted) {
+                    // A flush is answered with 0: it only drained.
+                    let seq = if has_entry {
+                        chained.next().map_or(0, |e| e.seq)
+                    } else {
+                        0
+                    };
+                    let _ = ack.send(Ok(seq));
                 }
             }
             Err(e) => {
+                backlog = false;
                 tracing::error!(error = %e, entries = acks.len(), "audit append failed");
                 for ack in acks {
                     let _ = ack.send(Err(AuditError(e.0.clone())));
@@ -754,6 +866,33 @@ impl Audit {
             request_id: self.request_id.clone(),
             ..NewEntry::new(actor, action)
         }
+    }
+
+    /// The audit record of a calendar change `user` asks for: handed to
+    /// the calendar actor, which commits it with the change (see the module
+    /// documentation). Call [`Self::committed`] once the change is done.
+    pub fn note(&self, user: &AuthUser, action: Action) -> AuditNote {
+        AuditNote {
+            at: now_micros(),
+            action: action.as_str(),
+            actor_id: Some(user.id),
+            actor_role: user.role.as_str(),
+            client_ip: self.client_ip,
+            request_id: self.request_id.clone(),
+            clinic_id: None,
+        }
+    }
+
+    /// A change carrying a [`Self::note`] committed: the writer chains its
+    /// record soon. Does not wait (the record is durable already).
+    pub fn committed(&self) {
+        self.log.nudge();
+    }
+
+    /// Waits until every committed change's record is in the chain.
+    pub async fn flush(&self) -> Result<(), ApiError> {
+        self.log.flush().await?;
+        Ok(())
     }
 
     /// Records `entry` and waits for its commit.

@@ -12,7 +12,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row, types::ToSql};
 use uuid::Uuid;
 
-use super::{AuditEntry, AuditError, AuditFilter, AuditStore, Hash, Head, NewEntry};
+use super::{
+    Appended, AuditEntry, AuditError, AuditFilter, AuditStore, Hash, Head, NewEntry, OUTBOX_BATCH,
+};
 
 /// Connections in the audit pool: the writer needs one, queries and
 /// verification the rest.
@@ -68,9 +70,29 @@ fn entry(r: &Row) -> Result<AuditEntry, AuditError> {
     })
 }
 
+/// An outbox row as an entry not yet in the chain (seq and hashes unset).
+fn outbox_entry(r: &Row) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at: r.get("at"),
+        actor_id: r.get("actor_id"),
+        actor_role: r.get("actor_role"),
+        action: r.get("action"),
+        patient_id: r.get("patient_id"),
+        resource_type: r.get("resource_type"),
+        resource_id: r.get("resource_id"),
+        clinic_id: r.get("clinic_id"),
+        client_ip: r.get("client_ip"),
+        request_id: r.get("request_id"),
+        outcome: r.get("outcome"),
+        prev_hash: Hash::default(),
+        hash: Hash::default(),
+    }
+}
+
 #[async_trait]
 impl AuditStore for PgAudit {
-    async fn append(&self, batch: Vec<NewEntry>) -> Result<Vec<AuditEntry>, AuditError> {
+    async fn append(&self, batch: Vec<NewEntry>) -> Result<Appended, AuditError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(AuditError::from)?;
         // The head lock serializes every node's appends until commit.
@@ -82,7 +104,30 @@ impl AuditStore for PgAudit {
             .await
             .map_err(AuditError::from)?;
         let (mut seq, mut hash): (i64, [u8; 32]) = (head.get(0), Hash::from_slice(head.get(1))?.0);
-        let mut chained = Vec::with_capacity(batch.len());
+        // The records of committed calendar changes, oldest first. Under the
+        // head lock no other node drains at the same time, so each row is
+        // chained exactly once; rows still uncommitted are not visible and
+        // wait for the next append.
+        let waiting = tx
+            .query(
+                "SELECT id, at, actor_id, actor_role, action, patient_id, resource_type,
+                    resource_id, clinic_id, client_ip, request_id, outcome
+                 FROM audit_outbox ORDER BY id LIMIT $1",
+                &[&(OUTBOX_BATCH as i64)],
+            )
+            .await
+            .map_err(AuditError::from)?;
+        if waiting.is_empty() && batch.is_empty() {
+            return Ok(Appended::default());
+        }
+        let outbox_ids: Vec<i64> = waiting.iter().map(|r| r.get("id")).collect();
+        let mut chained = Vec::with_capacity(waiting.len() + batch.len());
+        for e in waiting.iter().map(outbox_entry) {
+            let c = e.link(seq, hash);
+            seq = c.seq;
+            hash = c.hash.0;
+            chained.push(c);
+        }
         for e in batch {
             let c = e.chain(seq, hash);
             seq = c.seq;
@@ -119,6 +164,14 @@ impl AuditStore for PgAudit {
         )
         .await
         .map_err(AuditError::from)?;
+        if !outbox_ids.is_empty() {
+            tx.execute(
+                "DELETE FROM audit_outbox WHERE id = ANY($1)",
+                &[&outbox_ids],
+            )
+            .await
+            .map_err(AuditError::from)?;
+        }
         tx.execute(
             "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
             &[&seq, &&hash[..]],
@@ -126,7 +179,11 @@ impl AuditStore for PgAudit {
         .await
         .map_err(AuditError::from)?;
         tx.commit().await.map_err(AuditError::from)?;
-        Ok(chained)
+        let from_outbox = outbox_ids.len();
+        Ok(Appended {
+            entries: chained.split_off(from_outbox),
+            from_outbox,
+        })
     }
 
     async fn query(&self, f: AuditFilter) -> Result<Vec<AuditEntry>, AuditError> {
@@ -175,6 +232,16 @@ impl AuditStore for PgAudit {
             .await
             .map_err(AuditError::from)?;
         rows.iter().map(entry).collect()
+    }
+
+    async fn pending(&self) -> Result<i64, AuditError> {
+        let r = self
+            .client()
+            .await?
+            .query_one("SELECT count(*) FROM audit_outbox", &[])
+            .await
+            .map_err(AuditError::from)?;
+        Ok(r.get(0))
     }
 
     async fn head(&self) -> Result<Head, AuditError> {

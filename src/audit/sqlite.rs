@@ -16,7 +16,9 @@ use chrono::DateTime;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::{AuditEntry, AuditError, AuditFilter, AuditStore, Hash, Head, NewEntry};
+use super::{
+    Appended, AuditEntry, AuditError, AuditFilter, AuditStore, Hash, Head, NewEntry, OUTBOX_BATCH,
+};
 
 /// As long as the store waits for the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
@@ -119,9 +121,34 @@ fn text(u: Option<Uuid>) -> Option<String> {
     u.map(|u| u.to_string())
 }
 
+/// An outbox row: its id, and the entry not yet in the chain.
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<(i64, AuditEntry)> {
+    let at: i64 = r.get(1)?;
+    Ok((
+        r.get(0)?,
+        AuditEntry {
+            seq: 0,
+            at: DateTime::from_timestamp_micros(at)
+                .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(1, at))?,
+            actor_id: uuid_col(r, 2)?,
+            actor_role: r.get(3)?,
+            action: r.get(4)?,
+            patient_id: uuid_col(r, 5)?,
+            resource_type: r.get(6)?,
+            resource_id: uuid_col(r, 7)?,
+            clinic_id: uuid_col(r, 8)?,
+            client_ip: r.get(9)?,
+            request_id: r.get(10)?,
+            outcome: r.get(11)?,
+            prev_hash: Hash::default(),
+            hash: Hash::default(),
+        },
+    ))
+}
+
 #[async_trait]
 impl AuditStore for SqliteAudit {
-    async fn append(&self, batch: Vec<NewEntry>) -> Result<Vec<AuditEntry>, AuditError> {
+    async fn append(&self, batch: Vec<NewEntry>) -> Result<Appended, AuditError> {
         Self::run(self.writer.clone(), move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -132,16 +159,41 @@ impl AuditStore for SqliteAudit {
                 })
                 .map_err(AuditError::from)?;
             let mut hash = Hash::from_slice(&prev)?.0;
-            let mut chained = Vec::with_capacity(batch.len());
+            // The records of committed calendar changes, oldest first (the
+            // write lock keeps every other writer out meanwhile).
+            let waiting: Vec<(i64, AuditEntry)> = tx
+                .prepare_cached(
+                    "SELECT id, at, actor_id, actor_role, action, patient_id, resource_type,
+                        resource_id, clinic_id, client_ip, request_id, outcome
+                     FROM audit_outbox ORDER BY id LIMIT ?1",
+                )
+                .map_err(AuditError::from)?
+                .query_map([OUTBOX_BATCH as i64], outbox_row)
+                .map_err(AuditError::from)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(AuditError::from)?;
+            if waiting.is_empty() && batch.is_empty() {
+                return Ok(Appended::default());
+            }
+            let from_outbox = waiting.len();
+            let mut chained = Vec::with_capacity(from_outbox + batch.len());
             {
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM audit_outbox WHERE id = ?1")
+                    .map_err(AuditError::from)?;
                 let mut insert = tx
                     .prepare_cached(&format!(
                         "INSERT INTO audit_log ({COLS})
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                     ))
                     .map_err(AuditError::from)?;
-                for e in batch {
-                    let c = e.chain(seq, hash);
+                let outbox = waiting.into_iter().map(|(id, e)| (Some(id), e));
+                let fresh = batch.into_iter().map(|e| (None, e.unlinked()));
+                for (outbox_id, e) in outbox.chain(fresh) {
+                    if let Some(id) = outbox_id {
+                        delete.execute([id]).map_err(AuditError::from)?;
+                    }
+                    let c = e.link(seq, hash);
                     insert
                         .execute(params![
                             c.seq,
@@ -171,7 +223,10 @@ impl AuditStore for SqliteAudit {
             )
             .map_err(AuditError::from)?;
             tx.commit().map_err(AuditError::from)?;
-            Ok(chained)
+            Ok(Appended {
+                entries: chained.split_off(from_outbox),
+                from_outbox,
+            })
         })
         .await
     }
@@ -226,6 +281,14 @@ impl AuditStore for SqliteAudit {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(AuditError::from)?;
             entries(rows)
+        })
+        .await
+    }
+
+    async fn pending(&self) -> Result<i64, AuditError> {
+        Self::run(self.reader.clone(), |conn| {
+            conn.query_row("SELECT count(*) FROM audit_outbox", [], |r| r.get(0))
+                .map_err(AuditError::from)
         })
         .await
     }

@@ -137,6 +137,9 @@ pub async fn audit_log(
         return Err(ApiError::forbidden("only clinic admins read the audit log"));
     }
     let filter = q.parse(user.clinic_id.map(|c| c.0))?;
+    // Chain the records of changes committed so far (they wait in the
+    // outbox for a moment), so the page shows every committed change.
+    audit.flush().await?;
     audit
         .record(NewEntry {
             clinic_id: filter.clinic_id,

@@ -246,12 +246,11 @@ pub async fn create_appointment(
                 Confirm {
                     hold_id: hold,
                     by: user.id,
+                    audit: Some(audit.note(&user, Action::AppointmentConfirm)),
                 },
             )
             .await?;
-        audit
-            .appointment(&state, &user, Action::AppointmentConfirm, &booked)
-            .await?;
+        audit.committed();
         return Ok(HttpResponse::Created().json(AppointmentOut::from(booked)));
     }
 
@@ -274,12 +273,11 @@ pub async fn create_appointment(
                 start,
                 hold: false,
                 idempotency_key: key,
+                audit: Some(audit.note(&user, Action::AppointmentCreate)),
             },
         )
         .await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentCreate, &a)
-        .await?;
+    audit.committed();
     same_request(a, doctor, start)
 }
 
@@ -502,12 +500,11 @@ pub async fn reschedule(
                 start,
                 by: user.id,
                 enforce_cutoff: user.role == Role::Patient,
+                audit: Some(audit.note(&user, Action::AppointmentReschedule)),
             },
         )
         .await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentReschedule, &moved)
-        .await?;
+    audit.committed();
     Ok(HttpResponse::Ok().json(AppointmentOut::from(moved)))
 }
 
@@ -550,12 +547,11 @@ pub async fn cancel(
                 reason,
                 enforce_cutoff: user.role == Role::Patient,
                 holds_only: false,
+                audit: Some(audit.note(&user, Action::AppointmentCancel)),
             },
         )
         .await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentCancel, &cancelled)
-        .await?;
+    audit.committed();
     Ok(HttpResponse::Ok().json(AppointmentOut::from(cancelled)))
 }
 
@@ -608,12 +604,11 @@ pub async fn record_outcome(
                 id: a.id,
                 status,
                 by: user.id,
+                audit: Some(audit.note(&user, Action::AppointmentOutcome)),
             },
         )
         .await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentOutcome, &done)
-        .await?;
+    audit.committed();
     Ok(HttpResponse::Ok().json(AppointmentOut::from(done)))
 }
 
@@ -685,12 +680,11 @@ pub async fn create_hold(
                 start,
                 hold: true,
                 idempotency_key: None,
+                audit: Some(audit.note(&user, Action::AppointmentHold)),
             },
         )
         .await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentHold, &a)
-        .await?;
+    audit.committed();
     Ok(HttpResponse::Created().json(AppointmentOut::from(a)))
 }
 
@@ -735,12 +729,11 @@ pub async fn confirm_hold(
             Confirm {
                 hold_id: a.id,
                 by: user.id,
+                audit: Some(audit.note(&user, Action::AppointmentConfirm)),
             },
         )
         .await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentConfirm, &booked)
-        .await?;
+    audit.committed();
     Ok(HttpResponse::Ok().json(AppointmentOut::from(booked)))
 }
 
@@ -777,12 +770,11 @@ pub async fn release_hold(
                 reason: Some("hold_released".into()),
                 enforce_cutoff: false,
                 holds_only: true,
+                audit: Some(audit.note(&user, Action::AppointmentCancel)),
             },
         )
         .await?;
-    audit
-        .appointment(&state, &user, Action::AppointmentCancel, &released)
-        .await?;
+    audit.committed();
     Ok(HttpResponse::Ok().json(AppointmentOut::from(released)))
 }
 

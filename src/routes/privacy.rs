@@ -426,8 +426,14 @@ async fn erase(
     user: &AuthUser,
     patient: UserId,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = privacy::erase_patient(state.store.as_ref(), &state.calendars, patient, user.id)
-        .await?
+    let outcome = privacy::erase_patient(
+        state.store.as_ref(),
+        &state.calendars,
+        patient,
+        user.id,
+        audit.note(user, Action::AppointmentCancel),
+    )
+    .await?
         .ok_or_else(|| ApiError::not_found("patient_not_found", "patient not found"))?;
     // Only the patient's id goes into the (append-only) log, so the entry
     // outlives the erasure without keeping what was erased. Recorded even

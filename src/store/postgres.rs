@@ -30,7 +30,7 @@ use docspot_actors::{
         ClinicId, DoctorId, DoctorSchedule, TimeRange, UserId, VisitType, VisitTypeId,
         parse_time_zone, weekday_from_iso,
     },
-    store::{CalendarStore, OpError, StoreError, WriteOp},
+    store::{AuditNote, CalendarStore, OpError, StoreError, Write, WriteOp},
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{NoTls, Row, error::SqlState};
@@ -156,7 +156,7 @@ const MAX_GROUP_OPS: usize = 512;
 /// One calendar's batch waiting for its lane.
 struct Job {
     doctor: DoctorId,
-    ops: Vec<WriteOp>,
+    ops: Vec<Write>,
     reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
 }
 
@@ -655,7 +655,7 @@ async fn apply(
 async fn apply_all(
     client: &mut deadpool_postgres::Client,
     doctor: DoctorId,
-    ops: &[WriteOp],
+    ops: &[Write],
 ) -> Result<Vec<Outcome>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     // Lock the doctor first, always: every batch for one doctor (from any
@@ -665,20 +665,69 @@ async fn apply_all(
     lock_doctor(&tx, doctor).await?;
     let out = if ops
         .iter()
-        .any(|op| matches!(op, WriteOp::Reschedule { .. }))
+        .any(|w| matches!(w.op, WriteOp::Reschedule { .. }))
     {
         // Savepoints must not interleave with other writes.
         let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            out.push(apply(&tx, doctor, op).await?);
+        for w in ops {
+            out.push(apply(&tx, doctor, &w.op).await?);
         }
         out
     } else {
         // Pipelined, in order (see `apply_group`).
-        futures::future::try_join_all(ops.iter().map(|op| apply(&tx, doctor, op))).await?
+        futures::future::try_join_all(ops.iter().map(|w| apply(&tx, doctor, &w.op))).await?
     };
+    write_audit_notes(&tx, ops.iter().zip(&out)).await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// Puts the audit records of the writes that applied into the outbox, in
+/// the writes' own transaction: one statement for the whole batch. The
+/// audit writer chains them afterwards (`crate::audit`).
+async fn write_audit_notes<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    writes: impl Iterator<Item = (&'a Write, &'a Outcome)>,
+) -> Result<(), tokio_postgres::Error> {
+    let notes: Vec<(&AuditNote, &Appointment)> = writes
+        .filter_map(|(w, out)| Some((w.audit.as_ref()?, out.as_ref().ok()?)))
+        .collect();
+    if notes.is_empty() {
+        return Ok(());
+    }
+    let ats: Vec<DateTime<Utc>> = notes.iter().map(|(n, _)| n.at).collect();
+    let actors: Vec<Option<uuid::Uuid>> = notes.iter().map(|(n, _)| n.actor_id.map(|u| u.0)).collect();
+    let roles: Vec<&str> = notes.iter().map(|(n, _)| n.actor_role).collect();
+    let actions: Vec<&str> = notes.iter().map(|(n, _)| n.action).collect();
+    let patients: Vec<uuid::Uuid> = notes.iter().map(|(_, a)| a.patient_id.0).collect();
+    let ids: Vec<uuid::Uuid> = notes.iter().map(|(_, a)| a.id.0).collect();
+    let clinics: Vec<Option<uuid::Uuid>> =
+        notes.iter().map(|(n, _)| n.clinic_id.map(|c| c.0)).collect();
+    let ips: Vec<Option<String>> = notes
+        .iter()
+        .map(|(n, _)| n.client_ip.map(|ip| ip.to_string()))
+        .collect();
+    let reqs: Vec<Option<&str>> = notes.iter().map(|(n, _)| n.request_id.as_deref()).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit_outbox (at, actor_id, actor_role, action, patient_id, resource_type,
+                resource_id, clinic_id, client_ip, request_id, outcome)
+             SELECT at, actor_id, actor_role, action, patient_id, 'appointment', resource_id,
+                clinic_id, client_ip, request_id, 'success'
+             FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::uuid[],
+                $6::uuid[], $7::uuid[], $8::text[], $9::text[])
+                AS n(at, actor_id, actor_role, action, patient_id, resource_id, clinic_id,
+                client_ip, request_id)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &ats, &actors, &roles, &actions, &patients, &ids, &clinics, &ips, &reqs,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -778,7 +827,7 @@ impl CalendarStore for PgStore {
     async fn commit_batch(
         &self,
         doctor: DoctorId,
-        ops: Vec<WriteOp>,
+        ops: Vec<Write>,
     ) -> Result<Vec<Outcome>, StoreError> {
         // Group commit across doctors: the lane folds the batches of every
         // calendar that is waiting into one transaction (one WAL flush),
@@ -853,7 +902,7 @@ async fn apply_group(
     let all = if jobs
         .iter()
         .flat_map(|j| &j.ops)
-        .any(|op| matches!(op, WriteOp::Reschedule { .. }))
+        .any(|w| matches!(w.op, WriteOp::Reschedule { .. }))
     {
         // Reschedules use savepoints, which must not interleave with other
         // writes: one statement after another.
@@ -861,8 +910,8 @@ async fn apply_group(
         for job in jobs {
             lock_doctor(&tx, job.doctor).await?;
             let mut out = Vec::with_capacity(job.ops.len());
-            for op in &job.ops {
-                out.push(apply(&tx, job.doctor, op).await?);
+            for w in &job.ops {
+                out.push(apply(&tx, job.doctor, &w.op).await?);
             }
             all.push(out);
         }
@@ -874,10 +923,17 @@ async fn apply_group(
         // write. Locks come first, in doctor order.
         futures::future::try_join_all(jobs.iter().map(|job| lock_doctor(&tx, job.doctor))).await?;
         let writes = jobs.iter().map(|job| {
-            futures::future::try_join_all(job.ops.iter().map(|op| apply(&tx, job.doctor, op)))
+            futures::future::try_join_all(job.ops.iter().map(|w| apply(&tx, job.doctor, &w.op)))
         });
         futures::future::try_join_all(writes).await?
     };
+    write_audit_notes(
+        &tx,
+        jobs.iter()
+            .zip(&all)
+            .flat_map(|(job, out)| job.ops.iter().zip(out)),
+    )
+    .await?;
     tx.commit().await?;
     Ok(all)
 }
@@ -898,7 +954,7 @@ async fn lock_doctor(
 async fn commit_alone(
     client: &mut deadpool_postgres::Client,
     doctor: DoctorId,
-    ops: &[WriteOp],
+    ops: &[Write],
 ) -> Result<Vec<Outcome>, StoreError> {
     {
         match apply_all(client, doctor, ops).await {

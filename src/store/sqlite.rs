@@ -69,7 +69,7 @@ use docspot_actors::{
         ClinicId, DoctorId, DoctorSchedule, ExceptionKind, TimeRange, UserId, VisitType,
         VisitTypeId, parse_time_zone, weekday_from_iso,
     },
-    store::{CalendarStore, OpError, StoreError, WriteOp},
+    store::{AuditNote, CalendarStore, OpError, StoreError, Write, WriteOp},
 };
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, ffi, params,
@@ -108,6 +108,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/sqlite/V4__field_encryption.sql"),
     ),
     (5, include_str!("../../migrations/sqlite/V5__audit_log.sql")),
+    (
+        6,
+        include_str!("../../migrations/sqlite/V6__audit_outbox.sql"),
+    ),
 ];
 
 /// Read-only connections in the pool.
@@ -980,15 +984,18 @@ fn apply(conn: &Connection, doctor: DoctorId, op: &WriteOp, now: i64) -> rusqlit
 fn apply_all(
     conn: &mut Connection,
     doctor: DoctorId,
-    ops: &[WriteOp],
+    ops: &[Write],
 ) -> rusqlite::Result<Vec<Outcome>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_us();
     let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
+    for w in ops {
         tx.execute_batch("SAVEPOINT op")?;
-        match apply(&tx, doctor, op, now) {
+        match apply(&tx, doctor, &w.op, now) {
             Ok(outcome) => {
+                if let (Some(note), Ok(a)) = (&w.audit, &outcome) {
+                    write_audit_note(&tx, note, a)?;
+                }
                 tx.execute_batch("RELEASE op")?;
                 out.push(outcome);
             }
@@ -1003,6 +1010,29 @@ fn apply_all(
     }
     tx.commit()?;
     Ok(out)
+}
+
+/// Puts the audit record of a write that applied into the outbox, in the
+/// write's own transaction; the audit writer chains it afterwards
+/// (`crate::audit`).
+fn write_audit_note(conn: &Connection, n: &AuditNote, a: &Appointment) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit_outbox (at, actor_id, actor_role, action, patient_id, resource_type,
+            resource_id, clinic_id, client_ip, request_id, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'appointment', ?6, ?7, ?8, ?9, 'success')",
+    )?
+    .execute(params![
+        us(n.at),
+        n.actor_id.map(|u| uid(u.0)),
+        n.actor_role,
+        n.action,
+        uid(a.patient_id.0),
+        uid(a.id.0),
+        n.clinic_id.map(|c| uid(c.0)),
+        n.client_ip.map(|ip| ip.to_string()),
+        n.request_id,
+    ])?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1245,7 +1275,7 @@ impl CalendarStore for SqliteStore {
     async fn commit_batch(
         &self,
         doctor: DoctorId,
-        ops: Vec<WriteOp>,
+        ops: Vec<Write>,
     ) -> Result<Vec<Outcome>, StoreError> {
         self.write(move |conn| apply_all(conn, doctor, &ops).map_err(unavailable))
             .await
@@ -2185,7 +2215,7 @@ mod tests {
         }
 
         async fn commit(&self, ops: Vec<WriteOp>) -> Vec<Outcome> {
-            self.store.commit_batch(self.doctor, ops).await.unwrap()
+            self.store.commit_batch(self.doctor, ops.into_iter().map(Write::from).collect()).await.unwrap()
         }
 
         async fn commit_one(&self, op: WriteOp) -> Outcome {
@@ -2258,7 +2288,7 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(fks, 1);
-        assert_eq!(version, 5);
+        assert_eq!(version, 6);
         assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(version));
     }
 
@@ -2498,7 +2528,7 @@ mod tests {
             let op = f.insert(&a);
             let doctor = f.doctor;
             tasks.push(tokio::spawn(async move {
-                store.commit_batch(doctor, vec![op]).await
+                store.commit_batch(doctor, vec![op.into()]).await
             }));
         }
         let mut won = 0;
@@ -3264,7 +3294,7 @@ mod tests {
             starts_after: None,
             hold_valid_at: None,
         };
-        store.commit_batch(doctor, vec![cancel]).await.unwrap()[0]
+        store.commit_batch(doctor, vec![cancel.into()]).await.unwrap()[0]
             .as_ref()
             .unwrap();
         let alerts = store.provider_alerts_after(doctor, 0, 100).await.unwrap();

@@ -391,6 +391,99 @@ async fn activity(app: &TestApp) {
         200,
     )
     .await;
+    // The cancellation's record is in the outbox; the server chains it
+    // within milliseconds. Chain it now so the counts below are exact.
+    audit_store(app).drain().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_change_and_its_audit_record_commit_together_or_not_at_all() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (patient, pt) = app.patient().await;
+    // The outbox refuses records: the booking must not commit without one.
+    raw(
+        &app,
+        "ALTER TABLE audit_outbox ADD CONSTRAINT refuse CHECK (false) NOT VALID",
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_outbox
+         BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+    )
+    .await
+    .unwrap();
+    let r = app.book(&pt, f.doctor.id, later(10), None).await;
+    assert_eq!(expect(r, 503).await["code"], "calendar_unavailable");
+    let mine = app.get(&pt, "/api/v1/appointments").await;
+    assert_eq!(expect(mine, 200).await["appointments"], json!([]));
+
+    // Records accepted again: the same slot books, and its record reaches
+    // the chain exactly once, with who, what and from where.
+    raw(
+        &app,
+        "ALTER TABLE audit_outbox DROP CONSTRAINT refuse",
+        "DROP TRIGGER refuse",
+    )
+    .await
+    .unwrap();
+    let booked = expect(app.book(&pt, f.doctor.id, later(10), None).await, 201).await;
+    let store = audit_store(&app);
+    store.drain().await.unwrap();
+    let creates: Vec<_> = store
+        .scan(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "appointment.create")
+        .collect();
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    let e = &creates[0];
+    assert_eq!(e.actor_id, Some(patient.id.0));
+    assert_eq!(e.actor_role, "patient");
+    assert_eq!(e.patient_id, Some(patient.id.0));
+    assert_eq!(e.resource_type.as_deref(), Some("appointment"));
+    assert_eq!(
+        e.resource_id.map(|u| u.to_string()).as_deref(),
+        booked["id"].as_str()
+    );
+    assert_eq!(e.clinic_id, Some(f.clinic.0));
+    assert_eq!(e.client_ip.as_deref(), Some("127.0.0.1"));
+    assert!(e.request_id.is_some());
+    assert_eq!(store.pending().await.unwrap(), 0);
+}
+
+#[actix_web::test]
+async fn records_left_in_the_outbox_are_chained_without_a_nudge() {
+    // As if a node committed a change and stopped before chaining its
+    // record: the running node's sweep picks the record up.
+    let app = spawn_app().await;
+    let store = audit_store(&app);
+    raw(
+        &app,
+        "INSERT INTO audit_outbox (at, actor_role, action, outcome)
+         VALUES ('2026-01-02T03:04:05.000006Z', 'system', 'appointment.cancel', 'success')",
+        "INSERT INTO audit_outbox (at, actor_role, action, outcome)
+         VALUES (1767323045000006, 'system', 'appointment.cancel', 'success')",
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + audit::SWEEP * 5;
+    let chained = loop {
+        let all = store.scan(0, 10).await.unwrap();
+        if !all.is_empty() || std::time::Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(chained.len(), 1, "the sweep did not chain the record");
+    assert_eq!(chained[0].action, "appointment.cancel");
+    assert_eq!(
+        chained[0].at,
+        "2026-01-02T03:04:05.000006Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    );
+    assert_eq!(store.pending().await.unwrap(), 0);
+    assert!(matches!(
+        audit::verify(store.as_ref(), 10).await.unwrap(),
+        Verdict::Ok { count: 1, .. }
+    ));
 }
 
 #[actix_web::test]
@@ -596,6 +689,7 @@ async fn concurrent_requests_on_two_nodes_form_one_gapless_chain() {
     );
 
     let store = audit_store(&a);
+    store.drain().await.unwrap();
     let all = store.scan(0, 1000).await.unwrap();
     // One entry per successful booking and per list.
     assert_eq!(all.len(), 10 + 40);
