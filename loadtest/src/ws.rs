@@ -102,12 +102,46 @@ pub fn delta_start(text: &str) -> Option<i64> {
         .map(|t| t.timestamp())
 }
 
+/// The commit instant `at` of a delta frame; `None` for other frames and
+/// for deltas without one (a server from before the field). Scanned like
+/// [`delta_start`].
+pub fn delta_at(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if !text.contains(r#""type":"delta""#) {
+        return None;
+    }
+    let i = text.find(r#""at":""#)? + 6;
+    let end = text[i..].find('"')? + i;
+    chrono::DateTime::parse_from_rfc3339(&text[i..end])
+        .ok()
+        .map(|t| t.to_utc())
+}
+
+/// Milliseconds from the server's commit instant `at` to a receipt at wall
+/// clock `now` (negative if the clocks disagree).
+pub fn commit_to_receipt_ms(
+    at: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<f64> {
+    (now - at).num_nanoseconds().map(|ns| ns as f64 / 1e6)
+}
+
+/// One planned delta as a watcher first received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt {
+    /// Index of the booking in the scenario's plan.
+    pub idx: u32,
+    /// When it arrived (monotonic clock, for comparing with request times).
+    pub received: Instant,
+    /// Receipt wall clock minus the delta's commit instant `at`, in ms;
+    /// `None` when the frame carried no `at`.
+    pub commit_to_receipt_ms: Option<f64>,
+}
+
 /// What one watcher saw.
 #[derive(Debug, Default)]
 pub struct Received {
-    /// (index of the booking in the scenario's plan, receipt time), first
-    /// receipt of each.
-    pub deltas: Vec<(u32, Instant)>,
+    /// The first receipt of each planned delta.
+    pub deltas: Vec<Receipt>,
     /// Delta frames that matched no planned booking.
     pub unknown: usize,
     /// Frames of any kind.
@@ -181,13 +215,22 @@ pub async fn watch(
         tokio::select! {
             biased;
             m = ws.next() => {
+                // Both clocks at once: the monotonic one for request times,
+                // the wall clock for the server's commit instant `at` (the
+                // server runs on this machine, so it is the same clock).
                 let now = Instant::now();
+                let wall = chrono::Utc::now();
                 match m {
                     Some(Ok(Message::Text(t))) => {
                         got.frames += 1;
                         if let Some(ts) = delta_start(&t) {
                             match spec.plan.get(&ts) {
-                                Some(&idx) if seen.insert(idx) => got.deltas.push((idx, now)),
+                                Some(&idx) if seen.insert(idx) => got.deltas.push(Receipt {
+                                    idx,
+                                    received: now,
+                                    commit_to_receipt_ms: delta_at(&t)
+                                        .and_then(|at| commit_to_receipt_ms(at, wall)),
+                                }),
                                 Some(_) => {}
                                 None => got.unknown += 1,
                             }
@@ -240,6 +283,26 @@ mod tests {
         assert_eq!(delta_start(f), Some(1_795_680_000));
         assert_eq!(
             delta_start(r#"{"type":"snapshot","data":{"start":"2026-11-26T08:00:00Z"}}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_the_commit_instant_of_a_delta() {
+        let f = r#"{"type":"delta","topic":"doctor:x","seq":43,"data":{"kind":"rescheduled","start":"2026-11-26T10:00:00Z","end":"2026-11-26T10:30:00Z","status":"booked","previous_start":"2026-11-26T08:00:00Z","previous_end":"2026-11-26T08:30:00Z","at":"2026-11-25T14:03:12.481207Z"}}"#;
+        let at = delta_at(f).unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-11-25T14:03:12.481207+00:00");
+        assert_eq!(delta_start(f), Some(1_795_687_200), "not previous_start");
+        let later = at + chrono::Duration::microseconds(2_500);
+        assert_eq!(commit_to_receipt_ms(at, later), Some(2.5));
+        assert_eq!(commit_to_receipt_ms(later, at), Some(-2.5));
+        // Older servers: no `at`; other frames: none either.
+        assert_eq!(
+            delta_at(r#"{"type":"delta","data":{"kind":"booked","start":"2026-11-26T08:00:00Z"}}"#),
+            None
+        );
+        assert_eq!(
+            delta_at(r#"{"type":"snapshot","data":{"at":"2026-11-25T14:03:12Z"}}"#),
             None
         );
     }

@@ -123,6 +123,14 @@ fn every_scenario_runs_at_tiny_sizes() {
         fan["commit_to_receipt"]["n"].as_u64().unwrap() == 500,
         "{fan}"
     );
+    // Measured from the server's commit instant `at`: never before the
+    // request went out, never negative.
+    assert_eq!(fan["deltas_without_commit_instant"], 0, "{fan}");
+    assert_eq!(fan["clock_anomalies"], 0, "{fan}");
+    assert!(
+        fan["commit_to_receipt"]["p50_ms"].as_f64().unwrap() >= 0.0,
+        "{fan}"
+    );
 
     let idle = &by("idle")["details"];
     assert_eq!(idle["ready"], 200, "{idle}");
@@ -135,6 +143,12 @@ fn every_scenario_runs_at_tiny_sizes() {
         cross["added_b_minus_a"]["n"].as_u64().unwrap() == 100,
         "{cross}"
     );
+    assert_eq!(cross["deltas_without_commit_instant"], 0, "{cross}");
+    for node in ["a", "b"] {
+        let l = &cross[format!("{node}_commit_to_receipt")];
+        assert_eq!(l["n"], 100, "{cross}");
+        assert!(l["p50_ms"].as_f64().unwrap() >= 0.0, "{cross}");
+    }
 
     let table = std::fs::read_to_string(&md).expect("markdown written");
     for name in ["hot-slot", "throughput", "fanout", "idle", "cross-node"] {

@@ -676,6 +676,7 @@ impl Handler<Change> for LiveHub {
             let data = DeltaData::Appointment {
                 kind: c.kind,
                 appointment: a.clone(),
+                at: c.at,
             };
             self.emit(Key::Me(a.patient_id), data, None, ctx);
         }
@@ -697,6 +698,7 @@ impl Handler<Change> for LiveHub {
             let calendars = self.calendars.clone();
             let store = self.store.clone();
             let doctor = c.doctor_id;
+            let at = c.at;
             // Asks for one doctor's line may finish out of order: only the
             // latest one asked is sent, so a stale line never wins.
             let asked = self.board_asks.entry(doctor).or_default();
@@ -712,7 +714,7 @@ impl Handler<Change> for LiveHub {
                 if latest {
                     hub.board_asks.remove(&doctor);
                     if let Some(line) = entry {
-                        hub.emit(clinic, DeltaData::Board { doctor: line }, None, ctx);
+                        hub.emit(clinic, DeltaData::Board { doctor: line, at }, None, ctx);
                     }
                 }
             }));
@@ -745,6 +747,7 @@ fn public_change(c: &CalendarChange) -> SlotChange {
         },
         previous_start: a.and_then(|a| a.previous_start),
         previous_end: a.and_then(|a| a.previous_end),
+        at: c.at,
     }
 }
 
@@ -795,5 +798,59 @@ impl Handler<Stats> for LiveHub {
             topics: self.topics.len(),
             subscriptions: self.topics.values().map(|t| t.subs.len()).sum(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration};
+    use docspot_actors::{
+        domain::{AppointmentId, AppointmentStatus, VisitTypeId},
+        events::ChangedAppointment,
+    };
+
+    use super::*;
+
+    fn t(m: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + Duration::days(20_000) + Duration::minutes(m)
+    }
+
+    #[test]
+    fn public_deltas_carry_the_commit_instant() {
+        let at = t(-5) + Duration::microseconds(42);
+        let moved = CalendarChange {
+            doctor_id: DoctorId::new(),
+            clinic_id: ClinicId::new(),
+            kind: ChangeKind::Rescheduled,
+            appointment: Some(ChangedAppointment {
+                id: AppointmentId::new(),
+                patient_id: UserId::new(),
+                visit_type_id: VisitTypeId::new(),
+                start: t(60),
+                end: t(90),
+                status: AppointmentStatus::Booked,
+                previous_start: Some(t(0)),
+                previous_end: Some(t(30)),
+                block: TimeRange::new(t(60), t(90)).unwrap(),
+            }),
+            at,
+        };
+        let c = public_change(&moved);
+        assert_eq!(c.at, at);
+        assert_eq!(
+            (c.start, c.status, c.previous_start),
+            (Some(t(60)), Some(SlotStatus::Booked), Some(t(0)))
+        );
+        let schedule = CalendarChange {
+            kind: ChangeKind::ScheduleChanged,
+            appointment: None,
+            at: t(7),
+            ..moved
+        };
+        let c = public_change(&schedule);
+        assert_eq!(
+            (c.kind, c.start, c.at),
+            (ChangeKind::ScheduleChanged, None, t(7))
+        );
     }
 }

@@ -151,6 +151,10 @@ pub struct SlotChange {
     /// After a reschedule: the end that became free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_end: Option<DateTime<Utc>>,
+    /// When the change committed, by the clock of the node that committed
+    /// it (RFC 3339, UTC). Relayed changes keep the committing node's
+    /// instant.
+    pub at: DateTime<Utc>,
 }
 
 /// What one delta carries.
@@ -163,6 +167,9 @@ pub enum DeltaData {
     Board {
         /// The new line.
         doctor: BoardEntry,
+        /// When the change that prompted this line committed (the line is
+        /// computed afterwards and reflects at least that change).
+        at: DateTime<Utc>,
     },
     /// `provider:` — a new alert.
     Alert {
@@ -175,6 +182,8 @@ pub enum DeltaData {
         kind: ChangeKind,
         /// The appointment after the change.
         appointment: ChangedAppointment,
+        /// When the change committed.
+        at: DateTime<Utc>,
     },
 }
 
@@ -394,6 +403,7 @@ mod tests {
                     status: Some(SlotStatus::Booked),
                     previous_start: Some(t(0)),
                     previous_end: Some(t(30)),
+                    at: t(-1) + Duration::nanoseconds(123_456_789),
                 }),
             },
             ServerMsg::Delta {
@@ -406,6 +416,7 @@ mod tests {
                     status: None,
                     previous_start: None,
                     previous_end: None,
+                    at: t(-2) + Duration::microseconds(5),
                 }),
             },
             ServerMsg::Delta {
@@ -416,6 +427,7 @@ mod tests {
                         name: "Dr. A".into(),
                         line,
                     },
+                    at: t(-3),
                 },
             },
             ServerMsg::Delta {
@@ -429,6 +441,7 @@ mod tests {
                 data: DeltaData::Appointment {
                     kind: ChangeKind::Booked,
                     appointment: changed,
+                    at: t(-4),
                 },
             },
             ServerMsg::Authenticated {
@@ -452,6 +465,65 @@ mod tests {
                 assert_eq!(decode_server(&frame), msg, "{enc:?}");
             }
         }
+    }
+
+    #[test]
+    fn deltas_carry_the_commit_instant_as_rfc3339_utc() {
+        let at = t(0) + Duration::microseconds(654_321);
+        let delta = ServerMsg::Delta {
+            topic: "doctor:x".into(),
+            seq: 1,
+            data: DeltaData::Slot(SlotChange {
+                kind: ChangeKind::Booked,
+                start: Some(t(60)),
+                end: Some(t(90)),
+                status: Some(SlotStatus::Booked),
+                previous_start: None,
+                previous_end: None,
+                at,
+            }),
+        };
+        for enc in [Encoding::Json, Encoding::MsgPack] {
+            let frame = encode(&delta, enc);
+            // What a client without this crate sees: a string field `at`.
+            let v: serde_json::Value = match &frame {
+                Frame::Text(s) => serde_json::from_str(s).unwrap(),
+                Frame::Binary(b) => rmp_serde::from_slice(b).unwrap(),
+            };
+            let text = v["data"]["at"].as_str().expect("`at` is a string");
+            assert!(text.ends_with('Z'), "UTC: {text}");
+            assert_eq!(
+                DateTime::parse_from_rfc3339(text).unwrap(),
+                at,
+                "{enc:?}: {text}"
+            );
+            match decode_server(&frame) {
+                ServerMsg::Delta {
+                    data: DeltaData::Slot(c),
+                    ..
+                } => assert_eq!(c.at, at, "{enc:?}"),
+                other => panic!("{enc:?}: decoded as {other:?}"),
+            }
+        }
+        // The documented example frame decodes; without `at` it is no slot
+        // delta.
+        let doc = r#"{"type":"delta","topic":"doctor:x","seq":42,"data":{"kind":"booked","start":"2026-11-26T08:00:00Z","end":"2026-11-26T08:30:00Z","status":"booked","at":"2026-11-25T14:03:12.481207Z"}}"#;
+        let Ok(ServerMsg::Delta {
+            data: DeltaData::Slot(c),
+            ..
+        }) = serde_json::from_str::<ServerMsg>(doc)
+        else {
+            panic!("the documented slot delta decodes");
+        };
+        assert_eq!(c.at.timestamp_subsec_micros(), 481_207);
+        let old = doc.replace(r#","at":"2026-11-25T14:03:12.481207Z""#, "");
+        assert!(!matches!(
+            serde_json::from_str::<ServerMsg>(&old),
+            Ok(ServerMsg::Delta {
+                data: DeltaData::Slot(_),
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -574,6 +646,43 @@ mod tests {
                 prop_assert_eq!(decode_text(&json).unwrap(), m.clone());
                 let packed = rmp_serde::to_vec_named(&m).unwrap();
                 prop_assert_eq!(decode_binary(&packed).unwrap(), m);
+            }
+
+            #[test]
+            fn slot_deltas_round_trip_with_their_commit_instant(
+                at in time(),
+                start in option::of(time()),
+                previous in option::of(time()),
+                kind in prop::sample::select(vec![
+                    ChangeKind::Held,
+                    ChangeKind::Booked,
+                    ChangeKind::Released,
+                    ChangeKind::Rescheduled,
+                    ChangeKind::ScheduleChanged,
+                ]),
+                seq in any::<u64>(),
+            ) {
+                let msg = ServerMsg::Delta {
+                    topic: "doctor:x".into(),
+                    seq,
+                    data: DeltaData::Slot(SlotChange {
+                        kind,
+                        start,
+                        end: start,
+                        status: start.map(|_| SlotStatus::Booked),
+                        previous_start: previous,
+                        previous_end: previous,
+                        at,
+                    }),
+                };
+                for enc in [Encoding::Json, Encoding::MsgPack] {
+                    let back = super::decode_server(&encode(&msg, enc));
+                    let ServerMsg::Delta { data: DeltaData::Slot(c), .. } = &back else {
+                        return Err(TestCaseError::fail(format!("{enc:?}: {back:?}")));
+                    };
+                    prop_assert_eq!(c.at, at);
+                    prop_assert_eq!(&back, &msg);
+                }
             }
 
             #[test]

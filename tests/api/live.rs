@@ -42,7 +42,10 @@ async fn watchers_get_a_snapshot_then_every_change_in_order() {
         );
 
         // Book, hold, release, cancel: one delta each, numbered in order.
-        let a = expect(app.book(&ann, f.doctor.id, at, None).await, 201).await;
+        let sent = Utc::now();
+        let r = app.book(&ann, f.doctor.id, at, None).await;
+        let answered = Utc::now();
+        let a = expect(r, 201).await;
         let h = expect(
             app.hold(&ann, f.doctor.id, at + Duration::hours(2)).await,
             201,
@@ -61,6 +64,7 @@ async fn watchers_get_a_snapshot_then_every_change_in_order() {
             ("held", "held", at + Duration::hours(2)),
             ("released", "free", at + Duration::hours(2)),
         ];
+        let mut last_commit = sent;
         for (i, (kind, status, start)) in expected.iter().enumerate() {
             let d = ws.recv().await;
             assert_eq!(d["type"], "delta", "{d}");
@@ -72,6 +76,17 @@ async fn watchers_get_a_snapshot_then_every_change_in_order() {
                 d["data"].get("patient_id").is_none(),
                 "no patient data on public topics"
             );
+            // The commit instant: present, RFC 3339 UTC, in commit order.
+            let committed = starts(&d["data"]["at"]);
+            assert!(d["data"]["at"].as_str().unwrap().ends_with('Z'), "{d}");
+            assert!(committed >= last_commit, "{d}");
+            last_commit = committed;
+            if i == 0 {
+                assert!(
+                    sent <= committed && committed <= answered,
+                    "the booking committed between the request ({sent}) and its 201 ({answered}): {d}"
+                );
+            }
         }
         // Staff cancel the booking: the slot is free again.
         let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
@@ -230,6 +245,7 @@ async fn private_topics_need_the_right_token() {
     let d = ws.recv().await;
     assert_eq!(d["topic"], "me");
     assert_eq!(d["data"]["kind"], "booked");
+    assert!(starts(&d["data"]["at"]) <= Utc::now(), "{d}");
     // A bad token on the upgrade is refused before any WebSocket exists.
     let r = app
         .client
@@ -394,14 +410,16 @@ async fn a_booking_on_one_node_reaches_watchers_on_another() {
     let ready = expect(b.client.get(b.url("/readyz")).send().await.unwrap(), 200).await;
     assert_eq!(ready["checks"]["cross_node_push"], "ok");
     for (i, h) in [9, 10, 11].iter().enumerate() {
-        expect(
-            a.book(&ann, f.doctor.id, tomorrow_at(*h, 0), None).await,
-            201,
-        )
-        .await;
+        let sent = Utc::now();
+        let r = a.book(&ann, f.doctor.id, tomorrow_at(*h, 0), None).await;
+        let answered = Utc::now();
+        expect(r, 201).await;
         let d = ws.recv_within(5).await.expect("the change crosses nodes");
         assert_eq!(d["seq"].as_u64().unwrap(), seq0 + 1 + i as u64);
         assert_eq!(starts(&d["data"]["start"]), tomorrow_at(*h, 0));
+        // B passes on A's commit instant, not the time it relayed it.
+        let committed = starts(&d["data"]["at"]);
+        assert!(sent <= committed && committed <= answered, "{d}");
     }
     // Node B's calendar took the changes in: it refuses the slots from memory.
     let free = b
@@ -626,6 +644,7 @@ async fn wall_displays_and_schedule_changes_update_live() {
         starts(&d["data"]["doctor"]["next_free"]["start"]) > next_free,
         "{d}"
     );
+    assert!(starts(&d["data"]["at"]) <= Utc::now(), "{d}");
 
     // Time off announced to availability watchers as a schedule change.
     let mut patient_view = app.ws_connect(None, false).await;
@@ -642,6 +661,7 @@ async fn wall_displays_and_schedule_changes_update_live() {
     expect(r, 201).await;
     let d = patient_view.recv().await;
     assert_eq!(d["data"]["kind"], "schedule_changed");
+    assert!(starts(&d["data"]["at"]) <= Utc::now(), "{d}");
 }
 
 #[actix_web::test]

@@ -45,19 +45,6 @@ pub async fn warmed_clients(base: &str, n: usize) -> anyhow::Result<Vec<Api>> {
     Ok(clients)
 }
 
-/// Loopback round trip: the fastest of 20 `GET /healthz`, in ms.
-pub async fn rtt_ms(api: &Api) -> f64 {
-    let mut best = f64::INFINITY;
-    for _ in 0..20 {
-        let t = Instant::now();
-        if let Ok(r) = api.http.get(api.url("/healthz")).send().await {
-            let _ = r.bytes().await;
-            best = best.min(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    if best.is_finite() { best } else { 0.0 }
-}
-
 /// Books `starts[i]` with `doctor` at `rate` per second (each booking its
 /// own task, so a slow answer does not delay the schedule). Bounded by
 /// `starts.len()`.
