@@ -139,7 +139,12 @@ pub async fn pgbench(
     db.batch_execute(
         "DROP TABLE IF EXISTS loadtest_pgbench;
          CREATE TABLE loadtest_pgbench (idx int PRIMARY KEY, doctor_id uuid NOT NULL,
-             visit_type_id uuid NOT NULL, patient_id uuid NOT NULL)",
+             visit_type_id uuid NOT NULL, patient_id uuid NOT NULL);
+         -- The baseline's audit records: the shape of DocSpot's outbox, but a
+         -- table of their own, so the server under test does not chain them.
+         DROP TABLE IF EXISTS loadtest_pgbench_audit;
+         CREATE TABLE loadtest_pgbench_audit (LIKE audit_outbox INCLUDING DEFAULTS);
+         ALTER TABLE loadtest_pgbench_audit ADD PRIMARY KEY (id);",
     )
     .await?;
     let patient: uuid::Uuid = db
@@ -268,7 +273,9 @@ pub async fn pgbench(
 }
 
 /// The pgbench script: the statement of `src/store/postgres.rs` `insert`,
-/// with a random doctor and slot.
+/// with a random doctor and slot, plus the booking's audit record (a row
+/// shaped like the outbox row DocSpot writes in the same transaction): the
+/// same rows an audited booking writes, in one plain transaction each.
 fn script_text(doctors: usize, base: DateTime<Utc>, slot_choices: i64) -> String {
     let base = crate::api::rfc3339(base);
     format!(
@@ -296,6 +303,12 @@ WITH t AS (
     SELECT ins.doctor_id, ins.id, ins.patient_id, 'booked', ins.created_at, ins.starts_at, ins.ends_at, ins.status
     FROM ins CROSS JOIN LATERAL (SELECT 1 FROM doctors d WHERE d.id = ins.doctor_id FOR NO KEY UPDATE) AS alert_lock
     WHERE ins.status = 'booked'
+), audit AS (
+    INSERT INTO loadtest_pgbench_audit (at, actor_id, actor_role, action, patient_id, resource_type,
+        resource_id, clinic_id, client_ip, request_id, outcome)
+    SELECT ins.created_at, ins.patient_id, 'patient', 'appointment.create', ins.patient_id,
+        'appointment', ins.id, d.clinic_id, '127.0.0.1', 'pgbench', 'success'
+    FROM ins JOIN doctors d ON d.id = ins.doctor_id
 )
 SELECT id FROM ins;
 END;

@@ -658,8 +658,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SWEEP: Duration = Duration::from_secs(1);
 /// After a nudge the writer waits this long for more before draining, so a
 /// rush of bookings is chained in a few transactions, not one each. Nobody
-/// waits for this: the records are durable in the outbox already.
-const NUDGE_DELAY: Duration = Duration::from_millis(5);
+/// waits for this: the records are durable in the outbox already, and
+/// queries flush first.
+const NUDGE_DELAY: Duration = Duration::from_millis(20);
 
 /// An entry for the writer (`None`: only drain the outbox) and whoever
 /// waits for its commit.

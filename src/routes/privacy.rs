@@ -434,7 +434,7 @@ async fn erase(
         audit.note(user, Action::AppointmentCancel),
     )
     .await?
-        .ok_or_else(|| ApiError::not_found("patient_not_found", "patient not found"))?;
+    .ok_or_else(|| ApiError::not_found("patient_not_found", "patient not found"))?;
     // Only the patient's id goes into the (append-only) log, so the entry
     // outlives the erasure without keeping what was erased. Recorded even
     // when a cancellation failed: the personal data is gone by then.

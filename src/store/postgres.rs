@@ -343,10 +343,73 @@ fn action_for(to: AppointmentStatus, by: Option<UserId>, reason: Option<&str>) -
 
 type Outcome = Result<Appointment, OpError>;
 
+/// The audit-record part of a write statement: a CTE that puts the
+/// write's [`AuditNote`] into the outbox for the row(s) `src` returns —
+/// so only if the write applied, in its own transaction, with no extra
+/// round trip. Its seven parameters start at `$first` ([`NoteParams`]);
+/// with no note they are NULL and nothing is written.
+fn audit_cte(src: &str, first: usize) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    format!(
+        ", audit AS (
+            INSERT INTO audit_outbox (at, actor_id, actor_role, action, patient_id, resource_type,
+                resource_id, clinic_id, client_ip, request_id, outcome)
+            SELECT {at}::timestamptz, {actor}::uuid, {role}::text, {action}::text, {src}.patient_id,
+                'appointment', {src}.id, {clinic}::uuid, {ip}::text, {req}::text, 'success'
+            FROM {src} WHERE {action}::text IS NOT NULL
+        )",
+        at = p(0),
+        actor = p(1),
+        role = p(2),
+        action = p(3),
+        clinic = p(4),
+        ip = p(5),
+        req = p(6),
+    )
+}
+
+/// An [`AuditNote`] as the seven parameters of [`audit_cte`].
+struct NoteParams {
+    at: Option<DateTime<Utc>>,
+    actor: Option<uuid::Uuid>,
+    role: Option<&'static str>,
+    action: Option<&'static str>,
+    clinic: Option<uuid::Uuid>,
+    ip: Option<String>,
+    request: Option<String>,
+}
+
+impl NoteParams {
+    fn of(n: Option<&AuditNote>) -> Self {
+        NoteParams {
+            at: n.map(|n| n.at),
+            actor: n.and_then(|n| n.actor_id.map(|u| u.0)),
+            role: n.map(|n| n.actor_role),
+            action: n.map(|n| n.action),
+            clinic: n.and_then(|n| n.clinic_id.map(|c| c.0)),
+            ip: n.and_then(|n| n.client_ip.map(|ip| ip.to_string())),
+            request: n.and_then(|n| n.request_id.clone()),
+        }
+    }
+
+    fn refs(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 7] {
+        [
+            &self.at,
+            &self.actor,
+            &self.role,
+            &self.action,
+            &self.clinic,
+            &self.ip,
+            &self.request,
+        ]
+    }
+}
+
 async fn insert(
     tx: &deadpool_postgres::Transaction<'_>,
     a: &Appointment,
     by: UserId,
+    note: Option<&AuditNote>,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let sql = format!(
         "WITH ins AS (
@@ -364,32 +427,36 @@ async fn insert(
             SELECT ins.doctor_id, ins.id, ins.patient_id, 'booked', ins.created_at, ins.starts_at, ins.ends_at, ins.status
             FROM ins{lock}
             WHERE ins.status = 'booked'
-        )
+        ){audit}
         SELECT {APPT_COLS} FROM ins",
-        lock = alert_lock!("ins")
+        lock = alert_lock!("ins"),
+        audit = audit_cte("ins", 14),
     );
     let stmt = tx.prepare_cached(&sql).await?;
+    let note = NoteParams::of(note);
+    let status = a.status.as_str();
+    let (visit, block) = (
+        [a.time.start(), a.time.end()],
+        [a.block.start(), a.block.end()],
+    );
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &a.id.0,
+        &a.doctor_id.0,
+        &a.patient_id.0,
+        &a.visit_type_id.0,
+        &visit[0],
+        &visit[1],
+        &block[0],
+        &block[1],
+        &status,
+        &a.hold_expires_at,
+        &a.idempotency_key,
+        &a.created_at,
+        &by.0,
+    ];
+    params.extend(note.refs());
     for attempt in 0..2 {
-        let row = tx
-            .query_opt(
-                &stmt,
-                &[
-                    &a.id.0,
-                    &a.doctor_id.0,
-                    &a.patient_id.0,
-                    &a.visit_type_id.0,
-                    &a.time.start(),
-                    &a.time.end(),
-                    &a.block.start(),
-                    &a.block.end(),
-                    &a.status.as_str(),
-                    &a.hold_expires_at,
-                    &a.idempotency_key,
-                    &a.created_at,
-                    &by.0,
-                ],
-            )
-            .await?;
+        let row = tx.query_opt(&stmt, &params).await?;
         if let Some(row) = row {
             return Ok(appointment(&row).map_err(|e| OpError::Other(e.0)));
         }
@@ -476,6 +543,7 @@ async fn set_status(
     reason: Option<&str>,
     starts_after: Option<DateTime<Utc>>,
     hold_valid_at: Option<DateTime<Utc>>,
+    note: Option<&AuditNote>,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let sql = format!(
         "WITH cur AS (
@@ -501,29 +569,29 @@ async fn set_status(
             FROM upd{lock}
             WHERE (upd.old_status = 'held' AND upd.status = 'booked')
                OR (upd.old_status = 'booked' AND upd.status = 'cancelled')
-        )
+        ){audit}
         SELECT {APPT_COLS} FROM upd",
-        lock = alert_lock!("upd")
+        lock = alert_lock!("upd"),
+        audit = audit_cte("upd", 10),
     );
     let from_names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let action = action_for(to, by, reason);
     let stmt = tx.prepare_cached(&sql).await?;
-    let row = tx
-        .query_opt(
-            &stmt,
-            &[
-                &id.0,
-                &doctor.0,
-                &from_names,
-                &to.as_str(),
-                &reason,
-                &starts_after,
-                &hold_valid_at,
-                &by.map(|u| u.0),
-                &action,
-            ],
-        )
-        .await?;
+    let (to_name, by) = (to.as_str(), by.map(|u| u.0));
+    let note = NoteParams::of(note);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &id.0,
+        &doctor.0,
+        &from_names,
+        &to_name,
+        &reason,
+        &starts_after,
+        &hold_valid_at,
+        &by,
+        &action,
+    ];
+    params.extend(note.refs());
+    let row = tx.query_opt(&stmt, &params).await?;
     match row {
         Some(row) => Ok(appointment(&row).map_err(|e| OpError::Other(e.0))),
         None => Ok(Err(diagnose(
@@ -548,6 +616,7 @@ async fn reschedule(
         UserId,
         Option<DateTime<Utc>>,
     ),
+    note: Option<&AuditNote>,
 ) -> Result<Outcome, tokio_postgres::Error> {
     let (id, time, block, by, starts_after) = op;
     let sql = format!(
@@ -570,29 +639,29 @@ async fn reschedule(
                 upd.ends_at, upd.old_start, upd.status
             FROM upd{lock}
             WHERE upd.status = 'booked'
-        )
+        ){audit}
         SELECT {APPT_COLS} FROM upd",
-        lock = alert_lock!("upd")
+        lock = alert_lock!("upd"),
+        audit = audit_cte("upd", 9),
     );
     // The new range may collide (another node booked it): that raises an
     // exclusion violation, so this one write runs under a savepoint to keep
     // the rest of the batch.
     tx.batch_execute("SAVEPOINT reschedule").await?;
-    let res = tx
-        .query_opt(
-            &sql,
-            &[
-                &id.0,
-                &doctor.0,
-                &time.start(),
-                &time.end(),
-                &block.start(),
-                &block.end(),
-                &starts_after,
-                &by.0,
-            ],
-        )
-        .await;
+    let (visit, busy) = ([time.start(), time.end()], [block.start(), block.end()]);
+    let note = NoteParams::of(note);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &id.0,
+        &doctor.0,
+        &visit[0],
+        &visit[1],
+        &busy[0],
+        &busy[1],
+        &starts_after,
+        &by.0,
+    ];
+    params.extend(note.refs());
+    let res = tx.query_opt(&sql, &params).await;
     match res {
         Ok(Some(row)) => {
             tx.batch_execute("RELEASE SAVEPOINT reschedule").await?;
@@ -613,20 +682,195 @@ async fn reschedule(
     }
 }
 
+/// New appointments of a group in one statement: the hot path of a morning
+/// rush. Each row is inserted with its history entry, its provider alert
+/// and its audit record, exactly as [`insert`] does for one; rows that
+/// collide (a used idempotency key, an overlap another node wrote, a lapsed
+/// hold still in the way) are skipped by `ON CONFLICT DO NOTHING` and come
+/// back as `None`, for [`insert`] to sort out one by one.
+///
+/// Why one statement: on this hardware PostgreSQL's per-statement work
+/// (executor start-up, snapshot, trigger queue) is a large part of a
+/// single-row insert; a group of fifty bookings pays it once instead of
+/// fifty times. (The calendar actors have already checked that the rows do
+/// not overlap each other.)
+async fn insert_many(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[(&Appointment, UserId, Option<&AuditNote>)],
+) -> Result<Vec<Option<Outcome>>, tokio_postgres::Error> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "WITH v AS (
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[],
+                $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[],
+                $9::text[], $10::timestamptz[], $11::text[], $12::timestamptz[], $13::uuid[],
+                $14::timestamptz[], $15::uuid[], $16::text[], $17::text[], $18::uuid[],
+                $19::text[], $20::text[]) WITH ORDINALITY
+            AS v(id, doctor_id, patient_id, visit_type_id, starts_at, ends_at, block_start,
+                block_end, status, hold_expires_at, idempotency_key, created_at, by_user,
+                note_at, note_actor, note_role, note_action, note_clinic, note_ip, note_request, n)
+        ), ins AS (
+            INSERT INTO appointments (id, doctor_id, patient_id, visit_type_id, starts_at, ends_at,
+                block_start, block_end, status, hold_expires_at, idempotency_key, created_at, updated_at)
+            SELECT id, doctor_id, patient_id, visit_type_id, starts_at, ends_at, block_start,
+                block_end, status, hold_expires_at, idempotency_key, created_at, created_at
+            FROM v ORDER BY n
+            ON CONFLICT DO NOTHING
+            RETURNING {APPT_COLS}
+        ), hist AS (
+            INSERT INTO appointment_history (appointment_id, at, actor_user_id, action, to_status, to_start)
+            SELECT ins.id, ins.created_at, v.by_user,
+                CASE WHEN ins.status = 'held' THEN 'hold' ELSE 'book' END, ins.status, ins.starts_at
+            FROM ins JOIN v ON v.id = ins.id ORDER BY v.n
+        ), alert AS (
+            INSERT INTO provider_alerts (doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at, status)
+            SELECT ins.doctor_id, ins.id, ins.patient_id, 'booked', ins.created_at, ins.starts_at, ins.ends_at, ins.status
+            FROM ins JOIN v ON v.id = ins.id{lock}
+            WHERE ins.status = 'booked'
+            ORDER BY v.n
+        ), audit AS (
+            INSERT INTO audit_outbox (at, actor_id, actor_role, action, patient_id, resource_type,
+                resource_id, clinic_id, client_ip, request_id, outcome)
+            SELECT v.note_at, v.note_actor, v.note_role, v.note_action, ins.patient_id, 'appointment',
+                ins.id, v.note_clinic, v.note_ip, v.note_request, 'success'
+            FROM ins JOIN v ON v.id = ins.id
+            WHERE v.note_action IS NOT NULL
+            ORDER BY v.n
+        )
+        SELECT {APPT_COLS} FROM ins",
+        lock = alert_lock!("ins"),
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    let col = |f: &dyn Fn(&Appointment) -> uuid::Uuid| -> Vec<uuid::Uuid> {
+        rows.iter().map(|(a, _, _)| f(a)).collect()
+    };
+    let time = |f: &dyn Fn(&Appointment) -> DateTime<Utc>| -> Vec<DateTime<Utc>> {
+        rows.iter().map(|(a, _, _)| f(a)).collect()
+    };
+    let notes: Vec<NoteParams> = rows.iter().map(|(_, _, n)| NoteParams::of(*n)).collect();
+    let (ids, doctors, patients, visit_types) = (
+        col(&|a| a.id.0),
+        col(&|a| a.doctor_id.0),
+        col(&|a| a.patient_id.0),
+        col(&|a| a.visit_type_id.0),
+    );
+    let (starts, ends, block_starts, block_ends, created) = (
+        time(&|a| a.time.start()),
+        time(&|a| a.time.end()),
+        time(&|a| a.block.start()),
+        time(&|a| a.block.end()),
+        time(&|a| a.created_at),
+    );
+    let statuses: Vec<&str> = rows.iter().map(|(a, _, _)| a.status.as_str()).collect();
+    let expiries: Vec<Option<DateTime<Utc>>> =
+        rows.iter().map(|(a, _, _)| a.hold_expires_at).collect();
+    let keys: Vec<Option<&str>> = rows
+        .iter()
+        .map(|(a, _, _)| a.idempotency_key.as_deref())
+        .collect();
+    let by: Vec<uuid::Uuid> = rows.iter().map(|(_, by, _)| by.0).collect();
+    let note_at: Vec<Option<DateTime<Utc>>> = notes.iter().map(|n| n.at).collect();
+    let note_actor: Vec<Option<uuid::Uuid>> = notes.iter().map(|n| n.actor).collect();
+    let note_role: Vec<Option<&str>> = notes.iter().map(|n| n.role).collect();
+    let note_action: Vec<Option<&str>> = notes.iter().map(|n| n.action).collect();
+    let note_clinic: Vec<Option<uuid::Uuid>> = notes.iter().map(|n| n.clinic).collect();
+    let note_ip: Vec<Option<&str>> = notes.iter().map(|n| n.ip.as_deref()).collect();
+    let note_req: Vec<Option<&str>> = notes.iter().map(|n| n.request.as_deref()).collect();
+    let inserted = tx
+        .query(
+            &stmt,
+            &[
+                &ids,
+                &doctors,
+                &patients,
+                &visit_types,
+                &starts,
+                &ends,
+                &block_starts,
+                &block_ends,
+                &statuses,
+                &expiries,
+                &keys,
+                &created,
+                &by,
+                &note_at,
+                &note_actor,
+                &note_role,
+                &note_action,
+                &note_clinic,
+                &note_ip,
+                &note_req,
+            ],
+        )
+        .await?;
+    let mut by_id: std::collections::HashMap<uuid::Uuid, Outcome> =
+        std::collections::HashMap::with_capacity(inserted.len());
+    for row in &inserted {
+        let id: uuid::Uuid = row.get("id");
+        by_id.insert(id, appointment(row).map_err(|e| OpError::Other(e.0)));
+    }
+    Ok(rows.iter().map(|(a, _, _)| by_id.remove(&a.id.0)).collect())
+}
+
+/// Applies a run of writes with no reschedule among them, pipelined: the
+/// new appointments in one statement ([`insert_many`]), every other write
+/// in its own statement, all sent without waiting; then, one by one, the
+/// few inserts that collided (to tell a duplicate from a taken slot, and
+/// to clear lapsed holds). Outcomes come back in the order of `writes`.
+async fn apply_pipelined(
+    tx: &deadpool_postgres::Transaction<'_>,
+    writes: &[(DoctorId, &Write)],
+) -> Result<Vec<Outcome>, tokio_postgres::Error> {
+    let new: Vec<(&Appointment, UserId, Option<&AuditNote>)> = writes
+        .iter()
+        .filter_map(|(_, w)| match &w.op {
+            WriteOp::Insert { appointment, by } => Some((appointment, *by, w.audit.as_ref())),
+            _ => None,
+        })
+        .collect();
+    let others = futures::future::try_join_all(
+        writes
+            .iter()
+            .filter(|(_, w)| !matches!(w.op, WriteOp::Insert { .. }))
+            .map(|(doctor, w)| apply(tx, *doctor, w)),
+    );
+    let (inserted, others) = futures::try_join!(insert_many(tx, &new), others)?;
+    let (mut inserted, mut others) = (inserted.into_iter(), others.into_iter());
+    let mut out = Vec::with_capacity(writes.len());
+    for (doctor, w) in writes {
+        out.push(match &w.op {
+            WriteOp::Insert { .. } => match inserted.next().flatten() {
+                Some(done) => done,
+                // Collided: the one-row path finds out why (and retries
+                // once past lapsed holds).
+                None => apply(tx, *doctor, w).await?,
+            },
+            _ => others
+                .next()
+                .unwrap_or_else(|| Err(OpError::Other("no outcome".into()))),
+        });
+    }
+    Ok(out)
+}
+
+/// Applies one write, with its audit record if it applied.
 async fn apply(
     tx: &deadpool_postgres::Transaction<'_>,
     doctor: DoctorId,
-    op: &WriteOp,
+    w: &Write,
 ) -> Result<Outcome, tokio_postgres::Error> {
-    match op {
-        WriteOp::Insert { appointment, by } => insert(tx, appointment, *by).await,
+    let note = w.audit.as_ref();
+    match &w.op {
+        WriteOp::Insert { appointment, by } => insert(tx, appointment, *by, note).await,
         WriteOp::Reschedule {
             id,
             time,
             block,
             by,
             starts_after,
-        } => reschedule(tx, doctor, (*id, *time, *block, *by, *starts_after)).await,
+        } => reschedule(tx, doctor, (*id, *time, *block, *by, *starts_after), note).await,
         WriteOp::SetStatus {
             id,
             from,
@@ -646,6 +890,7 @@ async fn apply(
                 reason.as_deref(),
                 *starts_after,
                 *hold_valid_at,
+                note,
             )
             .await
         }
@@ -662,72 +907,26 @@ async fn apply_all(
     // node) then takes its locks in the same order, so two nodes' batches
     // wait for each other instead of deadlocking on each other's rows, and
     // alert ids commit in id order per doctor.
-    lock_doctor(&tx, doctor).await?;
     let out = if ops
         .iter()
         .any(|w| matches!(w.op, WriteOp::Reschedule { .. }))
     {
         // Savepoints must not interleave with other writes.
+        lock_doctor(&tx, doctor).await?;
         let mut out = Vec::with_capacity(ops.len());
         for w in ops {
-            out.push(apply(&tx, doctor, &w.op).await?);
+            out.push(apply(&tx, doctor, w).await?);
         }
         out
     } else {
-        // Pipelined, in order (see `apply_group`).
-        futures::future::try_join_all(ops.iter().map(|w| apply(&tx, doctor, &w.op))).await?
+        // Pipelined, the lock first (see `apply_group`).
+        lock_statement(&tx).await?;
+        let writes: Vec<(DoctorId, &Write)> = ops.iter().map(|w| (doctor, w)).collect();
+        let (_, out) = futures::try_join!(lock_doctor(&tx, doctor), apply_pipelined(&tx, &writes))?;
+        out
     };
-    write_audit_notes(&tx, ops.iter().zip(&out)).await?;
     tx.commit().await?;
     Ok(out)
-}
-
-/// Puts the audit records of the writes that applied into the outbox, in
-/// the writes' own transaction: one statement for the whole batch. The
-/// audit writer chains them afterwards (`crate::audit`).
-async fn write_audit_notes<'a>(
-    tx: &deadpool_postgres::Transaction<'_>,
-    writes: impl Iterator<Item = (&'a Write, &'a Outcome)>,
-) -> Result<(), tokio_postgres::Error> {
-    let notes: Vec<(&AuditNote, &Appointment)> = writes
-        .filter_map(|(w, out)| Some((w.audit.as_ref()?, out.as_ref().ok()?)))
-        .collect();
-    if notes.is_empty() {
-        return Ok(());
-    }
-    let ats: Vec<DateTime<Utc>> = notes.iter().map(|(n, _)| n.at).collect();
-    let actors: Vec<Option<uuid::Uuid>> = notes.iter().map(|(n, _)| n.actor_id.map(|u| u.0)).collect();
-    let roles: Vec<&str> = notes.iter().map(|(n, _)| n.actor_role).collect();
-    let actions: Vec<&str> = notes.iter().map(|(n, _)| n.action).collect();
-    let patients: Vec<uuid::Uuid> = notes.iter().map(|(_, a)| a.patient_id.0).collect();
-    let ids: Vec<uuid::Uuid> = notes.iter().map(|(_, a)| a.id.0).collect();
-    let clinics: Vec<Option<uuid::Uuid>> =
-        notes.iter().map(|(n, _)| n.clinic_id.map(|c| c.0)).collect();
-    let ips: Vec<Option<String>> = notes
-        .iter()
-        .map(|(n, _)| n.client_ip.map(|ip| ip.to_string()))
-        .collect();
-    let reqs: Vec<Option<&str>> = notes.iter().map(|(n, _)| n.request_id.as_deref()).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO audit_outbox (at, actor_id, actor_role, action, patient_id, resource_type,
-                resource_id, clinic_id, client_ip, request_id, outcome)
-             SELECT at, actor_id, actor_role, action, patient_id, 'appointment', resource_id,
-                clinic_id, client_ip, request_id, 'success'
-             FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::text[], $5::uuid[],
-                $6::uuid[], $7::uuid[], $8::text[], $9::text[])
-                AS n(at, actor_id, actor_role, action, patient_id, resource_id, clinic_id,
-                client_ip, request_id)",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &ats, &actors, &roles, &actions, &patients, &ids, &clinics, &ips, &reqs,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 #[async_trait]
@@ -911,42 +1110,53 @@ async fn apply_group(
             lock_doctor(&tx, job.doctor).await?;
             let mut out = Vec::with_capacity(job.ops.len());
             for w in &job.ops {
-                out.push(apply(&tx, job.doctor, &w.op).await?);
+                out.push(apply(&tx, job.doctor, w).await?);
             }
             all.push(out);
         }
         all
     } else {
         // Pipelined: every statement is sent without waiting for the one
-        // before; PostgreSQL still runs them in this order on the one
-        // connection, so the group costs a few round trips, not one per
-        // write. Locks come first, in doctor order.
-        futures::future::try_join_all(jobs.iter().map(|job| lock_doctor(&tx, job.doctor))).await?;
-        let writes = jobs.iter().map(|job| {
-            futures::future::try_join_all(job.ops.iter().map(|w| apply(&tx, job.doctor, &w.op)))
-        });
-        futures::future::try_join_all(writes).await?
-    };
-    write_audit_notes(
-        &tx,
+        // before; PostgreSQL still runs them in the order sent on the one
+        // connection, so the group costs about one round trip, not one per
+        // write. The locks go first, in doctor order (`try_join!` polls —
+        // and so sends — its futures in order, as `try_join_all` does its
+        // items).
+        lock_statement(&tx).await?;
+        let locks =
+            futures::future::try_join_all(jobs.iter().map(|job| lock_doctor(&tx, job.doctor)));
+        let writes: Vec<(DoctorId, &Write)> = jobs
+            .iter()
+            .flat_map(|job| job.ops.iter().map(move |w| (job.doctor, w)))
+            .collect();
+        let (_, flat) = futures::try_join!(locks, apply_pipelined(&tx, &writes))?;
+        // Back into one list of outcomes per job.
+        let mut flat = flat.into_iter();
         jobs.iter()
-            .zip(&all)
-            .flat_map(|(job, out)| job.ops.iter().zip(out)),
-    )
-    .await?;
+            .map(|job| flat.by_ref().take(job.ops.len()).collect())
+            .collect()
+    };
     tx.commit().await?;
     Ok(all)
 }
 
+/// Locks the doctor's row (see `apply_all` for why, always first). The
+/// statement is prepared before anything is pipelined, so the lock is sent
+/// on the first poll and so ahead of the writes queued after it.
 async fn lock_doctor(
     tx: &deadpool_postgres::Transaction<'_>,
     doctor: DoctorId,
 ) -> Result<(), tokio_postgres::Error> {
-    let stmt = tx
-        .prepare_cached("SELECT 1 FROM doctors WHERE id = $1 FOR NO KEY UPDATE")
-        .await?;
+    let stmt = lock_statement(tx).await?;
     tx.execute(&stmt, &[&doctor.0]).await?;
     Ok(())
+}
+
+async fn lock_statement(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    tx.prepare_cached("SELECT 1 FROM doctors WHERE id = $1 FOR NO KEY UPDATE")
+        .await
 }
 
 /// One doctor's batch in its own transaction; a hard failure of one write

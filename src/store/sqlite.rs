@@ -2215,7 +2215,10 @@ mod tests {
         }
 
         async fn commit(&self, ops: Vec<WriteOp>) -> Vec<Outcome> {
-            self.store.commit_batch(self.doctor, ops.into_iter().map(Write::from).collect()).await.unwrap()
+            self.store
+                .commit_batch(self.doctor, ops.into_iter().map(Write::from).collect())
+                .await
+                .unwrap()
         }
 
         async fn commit_one(&self, op: WriteOp) -> Outcome {
@@ -3294,7 +3297,10 @@ mod tests {
             starts_after: None,
             hold_valid_at: None,
         };
-        store.commit_batch(doctor, vec![cancel.into()]).await.unwrap()[0]
+        store
+            .commit_batch(doctor, vec![cancel.into()])
+            .await
+            .unwrap()[0]
             .as_ref()
             .unwrap();
         let alerts = store.provider_alerts_after(doctor, 0, 100).await.unwrap();

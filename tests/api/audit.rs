@@ -477,7 +477,9 @@ async fn records_left_in_the_outbox_are_chained_without_a_nudge() {
     assert_eq!(chained[0].action, "appointment.cancel");
     assert_eq!(
         chained[0].at,
-        "2026-01-02T03:04:05.000006Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+        "2026-01-02T03:04:05.000006Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
     );
     assert_eq!(store.pending().await.unwrap(), 0);
     assert!(matches!(
