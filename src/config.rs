@@ -143,6 +143,9 @@ impl Backend {
 pub struct DatabaseSettings {
     /// Connections in the pool.
     pub pool_size: usize,
+    /// PostgreSQL: group-commit transactions in flight at once (each takes
+    /// the waiting batches of many doctors). See `config/base.toml`.
+    pub commit_lanes: usize,
     /// Create the database if missing.
     pub create_if_missing: bool,
     /// Apply migrations when serving.

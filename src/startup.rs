@@ -81,7 +81,12 @@ pub async fn open_store(
                     tracing::info!(applied = n, "migrations applied");
                 }
             }
-            let store = PgStore::connect(&url, settings.database.pool_size, cipher)?;
+            let store = PgStore::connect(
+                &url,
+                settings.database.pool_size,
+                settings.database.commit_lanes,
+                cipher,
+            )?;
             // Accounts from before encryption at rest: encrypt, drop plaintext.
             store.encrypt_legacy_users(500, None).await?;
             Ok(Arc::new(store))

@@ -145,11 +145,9 @@ pub struct PgStore {
     /// Seals and opens the encrypted columns.
     cipher: Arc<FieldCipher>,
     lanes: Arc<OnceLock<Vec<mpsc::UnboundedSender<Job>>>>,
+    /// How many lanes (`database.commit_lanes`).
+    lane_count: usize,
 }
-
-/// Commit lanes. A doctor always uses the same lane, so its batches commit
-/// in order; lanes run in parallel.
-const LANES: usize = 4;
 /// Most writes one grouped transaction takes.
 const MAX_GROUP_OPS: usize = 512;
 
@@ -161,9 +159,15 @@ struct Job {
 }
 
 impl PgStore {
-    /// Connects a pool of `size` connections (lazily); encrypted columns
-    /// are sealed and opened with `cipher`.
-    pub fn connect(url: &str, size: usize, cipher: Arc<FieldCipher>) -> Result<Self, StoreError> {
+    /// Connects a pool of `size` connections (lazily), with `lanes` commit
+    /// lanes (at least 1, at most `size - 1`, so reads always find a
+    /// connection); encrypted columns are sealed and opened with `cipher`.
+    pub fn connect(
+        url: &str,
+        size: usize,
+        lanes: usize,
+        cipher: Arc<FieldCipher>,
+    ) -> Result<Self, StoreError> {
         let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
         let mgr = Manager::from_config(
             cfg,
@@ -180,13 +184,18 @@ impl PgStore {
             pool,
             cipher,
             lanes: Arc::new(OnceLock::new()),
+            lane_count: lanes.clamp(1, size.max(2) - 1),
         })
     }
 
     /// The doctor's commit lane, started on first use (inside the runtime).
+    ///
+    /// A doctor always uses the same lane. Order needs no more than that:
+    /// a calendar sends its next batch only once the last one is answered.
+    /// Lanes run in parallel.
     fn lane(&self, doctor: DoctorId) -> &mpsc::UnboundedSender<Job> {
         let lanes = self.lanes.get_or_init(|| {
-            (0..LANES)
+            (0..self.lane_count)
                 .map(|_| {
                     let (tx, rx) = mpsc::unbounded_channel();
                     tokio::spawn(run_lane(self.pool.clone(), rx));
@@ -194,7 +203,7 @@ impl PgStore {
                 })
                 .collect()
         });
-        &lanes[(doctor.0.as_u128() % LANES as u128) as usize]
+        &lanes[(doctor.0.as_u128() % lanes.len() as u128) as usize]
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {

@@ -527,7 +527,7 @@ async fn an_interrupted_plaintext_migration_resumes() {
     let mut settings = Settings::load().unwrap();
     set_test_keys(&mut settings, &[TEST_KEY_A], TEST_KEY_A.0);
     let cipher = Arc::new(FieldCipher::from_settings(&settings.security, None).unwrap());
-    let store = PgStore::connect(&url, 2, cipher).unwrap();
+    let store = PgStore::connect(&url, 2, 1, cipher).unwrap();
     // One batch of two, then "crash".
     assert_eq!(store.encrypt_legacy_users(2, Some(1)).await.unwrap(), 2);
     assert!(user_columns(&db).await.iter().any(|c| c == "email"));
