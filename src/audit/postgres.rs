@@ -51,26 +51,18 @@ impl PgAudit {
     }
 }
 
+/// A stored entry.
 fn entry(r: &Row) -> Result<AuditEntry, AuditError> {
     Ok(AuditEntry {
         seq: r.get("seq"),
-        at: r.get("at"),
-        actor_id: r.get("actor_id"),
-        actor_role: r.get("actor_role"),
-        action: r.get("action"),
-        patient_id: r.get("patient_id"),
-        resource_type: r.get("resource_type"),
-        resource_id: r.get("resource_id"),
-        clinic_id: r.get("clinic_id"),
-        client_ip: r.get("client_ip"),
-        request_id: r.get("request_id"),
-        outcome: r.get("outcome"),
         prev_hash: Hash::from_slice(r.get("prev_hash"))?,
         hash: Hash::from_slice(r.get("hash"))?,
+        ..outbox_entry(r)
     })
 }
 
-/// An outbox row as an entry not yet in the chain (seq and hashes unset).
+/// The recorded fields of an entry or outbox row; seq and hashes unset
+/// (an outbox row is not in the chain yet).
 fn outbox_entry(r: &Row) -> AuditEntry {
     AuditEntry {
         seq: 0,

@@ -84,10 +84,21 @@ fn uuid_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Uuid>> {
     .transpose()
 }
 
+/// A stored entry (columns as in `COLS`), with its raw hashes.
 fn entry(r: &Row<'_>) -> rusqlite::Result<(AuditEntry, Vec<u8>, Vec<u8>)> {
-    let at: i64 = r.get(1)?;
     let e = AuditEntry {
         seq: r.get(0)?,
+        ..recorded(r)?
+    };
+    Ok((e, r.get(12)?, r.get(13)?))
+}
+
+/// The recorded fields of an entry or outbox row, in columns 1 to 11 (both
+/// queries put seq or id first); seq and hashes unset.
+fn recorded(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let at: i64 = r.get(1)?;
+    Ok(AuditEntry {
+        seq: 0,
         at: DateTime::from_timestamp_micros(at)
             .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(1, at))?,
         actor_id: uuid_col(r, 2)?,
@@ -102,8 +113,7 @@ fn entry(r: &Row<'_>) -> rusqlite::Result<(AuditEntry, Vec<u8>, Vec<u8>)> {
         outcome: r.get(11)?,
         prev_hash: Hash::default(),
         hash: Hash::default(),
-    };
-    Ok((e, r.get(12)?, r.get(13)?))
+    })
 }
 
 /// Rows into entries, checking the stored hashes are 32 bytes.
@@ -123,27 +133,7 @@ fn text(u: Option<Uuid>) -> Option<String> {
 
 /// An outbox row: its id, and the entry not yet in the chain.
 fn outbox_row(r: &Row<'_>) -> rusqlite::Result<(i64, AuditEntry)> {
-    let at: i64 = r.get(1)?;
-    Ok((
-        r.get(0)?,
-        AuditEntry {
-            seq: 0,
-            at: DateTime::from_timestamp_micros(at)
-                .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(1, at))?,
-            actor_id: uuid_col(r, 2)?,
-            actor_role: r.get(3)?,
-            action: r.get(4)?,
-            patient_id: uuid_col(r, 5)?,
-            resource_type: r.get(6)?,
-            resource_id: uuid_col(r, 7)?,
-            clinic_id: uuid_col(r, 8)?,
-            client_ip: r.get(9)?,
-            request_id: r.get(10)?,
-            outcome: r.get(11)?,
-            prev_hash: Hash::default(),
-            hash: Hash::default(),
-        },
-    ))
+    Ok((r.get(0)?, recorded(r)?))
 }
 
 #[async_trait]
