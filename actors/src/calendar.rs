@@ -735,6 +735,10 @@ impl Handler<GetSchedule> for CalendarActor {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Reply<Appointment>")]
 pub struct Claim {
+    /// The id the new appointment gets: fresh ([`AppointmentId::new`]),
+    /// chosen by the caller so it can tell the appointment its claim made
+    /// from one an idempotent retry is answered with.
+    pub id: AppointmentId,
     /// Who the appointment is for (and who asks).
     pub patient: UserId,
     /// The visit type; `None` for the doctor's default.
@@ -789,7 +793,7 @@ impl Handler<Claim> for CalendarActor {
 
         let now = Utc::now();
         let appointment = Appointment {
-            id: AppointmentId::new(),
+            id: msg.id,
             doctor_id: self.doctor,
             patient_id: msg.patient,
             visit_type_id: vt.id,

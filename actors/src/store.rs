@@ -145,9 +145,13 @@ pub trait CalendarStore: Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> Result<Vec<Appointment>, StoreError>;
 
-    /// Applies `writes` in order in one transaction, each with its audit
-    /// record if it applied. The outer error means nothing was written;
-    /// otherwise there is one outcome per write.
+    /// Applies `writes` in one transaction, each with its audit record if
+    /// it applied. The outer error means nothing was written; otherwise
+    /// there is one outcome per write, in the order of `writes`. The store
+    /// may apply them in another order (PostgreSQL inserts a batch's new
+    /// appointments together): the writes of one batch concern different
+    /// appointments and do not overlap, since a calendar sends one write per
+    /// appointment at a time and checks overlaps before it sends.
     async fn commit_batch(
         &self,
         doctor: DoctorId,

@@ -139,7 +139,7 @@ pub async fn pgbench(
     db.batch_execute(
         "DROP TABLE IF EXISTS loadtest_pgbench;
          CREATE TABLE loadtest_pgbench (idx int PRIMARY KEY, doctor_id uuid NOT NULL,
-             visit_type_id uuid NOT NULL, patient_id uuid NOT NULL);
+             visit_type_id uuid NOT NULL, patient_id uuid NOT NULL, clinic_id uuid);
          -- The baseline's audit records: the shape of DocSpot's outbox, but a
          -- table of their own, so the server under test does not chain them.
          DROP TABLE IF EXISTS loadtest_pgbench_audit;
@@ -157,7 +157,9 @@ pub async fn pgbench(
         .get(0);
     for (i, d) in doctors.iter().enumerate() {
         db.execute(
-            "INSERT INTO loadtest_pgbench VALUES ($1, $2::text::uuid, $3::text::uuid, $4)",
+            "INSERT INTO loadtest_pgbench
+             SELECT $1::int, d.id, $3::text::uuid, $4::uuid, d.clinic_id FROM doctors d
+             WHERE d.id = $2::text::uuid",
             &[&(i as i32), &d.id, &d.visit_type, &patient],
         )
         .await?;
@@ -257,7 +259,7 @@ pub async fn pgbench(
     let inserted = booked(&db, Some(doctors)).await? - before;
     let span = first_last.map_or(1.0, |(a, b)| (b - a).max(1e-3));
     let _ = std::fs::remove_dir_all(&dir);
-    db.batch_execute("DROP TABLE IF EXISTS loadtest_pgbench")
+    db.batch_execute("DROP TABLE IF EXISTS loadtest_pgbench, loadtest_pgbench_audit")
         .await?;
     Ok(PgbenchResult {
         clients,
@@ -285,7 +287,7 @@ fn script_text(doctors: usize, base: DateTime<Utc>, slot_choices: i64) -> String
 \set mins (:k % {SLOTS_PER_DAY}) * {SLOT_MINUTES}
 BEGIN;
 WITH t AS (
-    SELECT b.doctor_id, b.visit_type_id, b.patient_id,
+    SELECT b.doctor_id, b.visit_type_id, b.patient_id, b.clinic_id,
            '{base}'::timestamptz + make_interval(days => :day, mins => :mins) AS ts
     FROM loadtest_pgbench b WHERE b.idx = :d
 ), ins AS (
@@ -307,8 +309,8 @@ WITH t AS (
     INSERT INTO loadtest_pgbench_audit (at, actor_id, actor_role, action, patient_id, resource_type,
         resource_id, clinic_id, client_ip, request_id, outcome)
     SELECT ins.created_at, ins.patient_id, 'patient', 'appointment.create', ins.patient_id,
-        'appointment', ins.id, d.clinic_id, '127.0.0.1', 'pgbench', 'success'
-    FROM ins JOIN doctors d ON d.id = ins.doctor_id
+        'appointment', ins.id, t.clinic_id, '127.0.0.1', 'pgbench', 'success'
+    FROM ins CROSS JOIN t
 )
 SELECT id FROM ins;
 END;

@@ -37,11 +37,16 @@
 //! has its record — there is no window in which a crash leaves one without
 //! the other — and the request does not wait for a second commit. The
 //! writer moves outbox rows into the chain (in order of arrival, under the
-//! head lock, deleting them from the outbox in the same transaction) at its
-//! next append, when a handler nudges it after a change
-//! ([`Audit::committed`]), and at least every [`SWEEP`]. Queries drain the
-//! outbox first ([`AuditLog::flush`]), so what the API shows includes every
-//! committed change.
+//! head lock, deleting them from the outbox in the same transaction, in a
+//! transaction of its own) before each append, shortly after a handler
+//! nudges it after a change ([`Audit::committed`]), and at least every
+//! [`SWEEP`]. Queries drain the outbox first ([`AuditLog::flush`]), so what
+//! the API shows includes every committed change.
+//!
+//! A change request that applies nothing (an idempotent retry answered
+//! with the original booking, a confirmation of a hold already booked, a
+//! move to where the appointment already is) writes no outbox record; its
+//! route records it as a read of the appointment instead.
 
 pub mod postgres;
 pub mod sqlite;
@@ -495,31 +500,26 @@ pub struct AuditFilter {
     pub limit: usize,
 }
 
-/// What one [`AuditStore::append`] wrote.
-#[derive(Debug, Clone, Default)]
-pub struct Appended {
-    /// The batch's entries as chained, in order.
-    pub entries: Vec<AuditEntry>,
-    /// Outbox rows moved into the chain ahead of them.
-    pub from_outbox: usize,
-}
-
-/// Most outbox rows one append moves: bounds the transaction.
+/// Most outbox rows one drain moves: bounds the transaction.
 pub const OUTBOX_BATCH: usize = 2048;
 
 /// Where the chain lives: PostgreSQL or the embedded SQLite file.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// In one transaction, after the current head: moves up to
-    /// [`OUTBOX_BATCH`] waiting outbox rows (the records of committed
-    /// calendar changes) into the chain, oldest first, then appends
-    /// `batch` in order. An empty `batch` just drains the outbox.
-    async fn append(&self, batch: Vec<NewEntry>) -> Result<Appended, AuditError>;
-    /// Chains everything waiting in the outbox (see [`Self::append`]).
+    /// Appends `batch` in one transaction, in order, after the current head,
+    /// and returns the chained entries. Durable when it returns.
+    async fn append(&self, batch: Vec<NewEntry>) -> Result<Vec<AuditEntry>, AuditError>;
+    /// Moves up to [`OUTBOX_BATCH`] waiting outbox rows (the records of
+    /// committed calendar changes) into the chain, oldest first, deleting
+    /// them from the outbox in the same transaction; returns how many.
+    /// Unless `durable`, the commit may return before it is flushed (a
+    /// lost drain leaves the rows in the outbox, to be chained again).
+    async fn drain_batch(&self, durable: bool) -> Result<usize, AuditError>;
+    /// Chains everything waiting in the outbox, durably.
     async fn drain(&self) -> Result<usize, AuditError> {
         let mut moved = 0;
         loop {
-            let n = self.append(Vec::new()).await?.from_outbox;
+            let n = self.drain_batch(true).await?;
             moved += n;
             if n < OUTBOX_BATCH {
                 return Ok(moved);
@@ -662,8 +662,8 @@ pub const SWEEP: Duration = Duration::from_secs(1);
 /// queries flush first.
 const NUDGE_DELAY: Duration = Duration::from_millis(20);
 
-/// An entry for the writer (`None`: only drain the outbox) and whoever
-/// waits for its commit.
+/// An entry for the writer (`None`: a flush) and whoever waits for its
+/// commit.
 struct Pending {
     entry: Option<NewEntry>,
     ack: oneshot::Sender<Result<i64, AuditError>>,
@@ -706,8 +706,9 @@ impl AuditLog {
         self.submit(Some(entry)).await
     }
 
-    /// Waits until every outbox record committed so far is in the chain
-    /// (before answering a query, so it shows every committed change).
+    /// Waits until every outbox record committed so far is in the chain,
+    /// durably (before answering a query, so it shows every committed
+    /// change).
     pub async fn flush(&self) -> Result<(), AuditError> {
         self.submit(None).await.map(|_| ())
     }
@@ -749,13 +750,19 @@ impl AuditLog {
     }
 }
 
-/// The writer: waits for an entry, a nudge or the sweep; takes whatever
-/// else is queued (up to [`MAX_BATCH`]); appends it all in one transaction
-/// that first chains the outbox; and acknowledges each entry.
+/// The writer: waits for an entry, a flush, a (delayed) nudge or the
+/// sweep; drains a batch of the outbox; then appends every entry that is
+/// queued (up to [`MAX_BATCH`]) in one transaction and acknowledges each.
 ///
 /// Why one task: the chain is a sequence, so appends are serialized anyway
 /// (across nodes by the head row lock); one writer per node turns a burst
 /// into one transaction instead of a queue of lock waiters.
+///
+/// Draining comes first so records of changes committed earlier precede
+/// later reads in the chain; it is its own transaction, so an outbox it
+/// cannot drain (logged) never stops reads from being recorded. A flush is
+/// answered only once the outbox is empty (as far as this node can see),
+/// after a durable drain.
 async fn run_writer(
     store: Arc<dyn AuditStore>,
     mut rx: mpsc::Receiver<Pending>,
@@ -763,44 +770,77 @@ async fn run_writer(
 ) {
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // More outbox rows are waiting than one append takes: go on at once.
+    // When a nudged drain is due: nudges only schedule it, so entries that
+    // arrive meanwhile are not held up.
+    let mut drain_at: Option<tokio::time::Instant> = None;
+    // Flushes waiting for the outbox to be empty.
+    let mut flushes: Vec<oneshot::Sender<Result<i64, AuditError>>> = Vec::new();
+    // More outbox rows are waiting than one drain takes: go on at once.
     let mut backlog = false;
     loop {
         let mut batch = Vec::new();
         if !backlog {
+            let due = drain_at;
             tokio::select! {
                 p = rx.recv() => match p {
                     Some(p) => batch.push(p),
                     None => return,
                 },
-                () = nudge.notified() => tokio::time::sleep(NUDGE_DELAY).await,
+                () = nudge.notified(), if due.is_none() => {
+                    drain_at = Some(tokio::time::Instant::now() + NUDGE_DELAY);
+                    continue;
+                }
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {}
                 _ = sweep.tick() => {}
             }
         }
+        drain_at = None;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(p) => batch.push(p),
                 Err(_) => break,
             }
         }
-        let (entries, acks): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.entry, p.ack)).unzip();
-        let wanted: Vec<bool> = entries.iter().map(Option::is_some).collect();
-        match store.append(entries.into_iter().flatten().collect()).await {
-            Ok(done) => {
-                backlog = done.from_outbox >= OUTBOX_BATCH;
-                let mut chained = done.entries.into_iter();
-                for (ack, has_entry) in acks.into_iter().zip(wanted) {
-                    // A flush is answered with 0: it only drained.
-                    let seq = if has_entry {
-                        chained.next().map_or(0, |e| e.seq)
-                    } else {
-                        0
-                    };
-                    let _ = ack.send(Ok(seq));
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for p in batch {
+            match p.entry {
+                Some(e) => {
+                    entries.push(e);
+                    acks.push(p.ack);
+                }
+                None => flushes.push(p.ack),
+            }
+        }
+
+        match store.drain_batch(!flushes.is_empty()).await {
+            Ok(moved) => {
+                backlog = moved >= OUTBOX_BATCH;
+                if !backlog {
+                    for f in flushes.drain(..) {
+                        let _ = f.send(Ok(0));
+                    }
                 }
             }
             Err(e) => {
                 backlog = false;
+                tracing::error!(error = %e, "audit outbox drain failed");
+                for f in flushes.drain(..) {
+                    let _ = f.send(Err(AuditError(e.0.clone())));
+                }
+            }
+        }
+
+        if entries.is_empty() {
+            continue;
+        }
+        match store.append(entries).await {
+            Ok(chained) => {
+                for (ack, e) in acks.into_iter().zip(chained) {
+                    let _ = ack.send(Ok(e.seq));
+                }
+            }
+            Err(e) => {
                 tracing::error!(error = %e, entries = acks.len(), "audit append failed");
                 for ack in acks {
                     let _ = ack.send(Err(AuditError(e.0.clone())));

@@ -16,9 +16,7 @@ use chrono::DateTime;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::{
-    Appended, AuditEntry, AuditError, AuditFilter, AuditStore, Hash, Head, NewEntry, OUTBOX_BATCH,
-};
+use super::{AuditEntry, AuditError, AuditFilter, AuditStore, Hash, Head, NewEntry, OUTBOX_BATCH};
 
 /// As long as the store waits for the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
@@ -136,87 +134,119 @@ fn outbox_row(r: &Row<'_>) -> rusqlite::Result<(i64, AuditEntry)> {
     Ok((r.get(0)?, recorded(r)?))
 }
 
+/// In one write transaction (`BEGIN IMMEDIATE` keeps every other writer
+/// out meanwhile): takes what `take` returns — entries with seq and hashes
+/// unset, and outbox ids to delete — links the entries after the head,
+/// inserts them, deletes the ids and moves the head. Returns the chained
+/// entries and the number of ids deleted.
+fn link_and_commit(
+    conn: &mut Connection,
+    take: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(Vec<AuditEntry>, Vec<i64>), AuditError>,
+) -> Result<(Vec<AuditEntry>, usize), AuditError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(AuditError::from)?;
+    let (mut seq, prev): (i64, Vec<u8>) = tx
+        .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(AuditError::from)?;
+    let mut hash = Hash::from_slice(&prev)?.0;
+    let (entries, outbox_ids) = take(&tx)?;
+    if entries.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let mut chained = Vec::with_capacity(entries.len());
+    {
+        let mut delete = tx
+            .prepare_cached("DELETE FROM audit_outbox WHERE id = ?1")
+            .map_err(AuditError::from)?;
+        for id in &outbox_ids {
+            delete.execute([id]).map_err(AuditError::from)?;
+        }
+        let mut insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO audit_log ({COLS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ))
+            .map_err(AuditError::from)?;
+        for e in entries {
+            let c = e.link(seq, hash);
+            insert
+                .execute(params![
+                    c.seq,
+                    c.at.timestamp_micros(),
+                    text(c.actor_id),
+                    c.actor_role,
+                    c.action,
+                    text(c.patient_id),
+                    c.resource_type,
+                    text(c.resource_id),
+                    text(c.clinic_id),
+                    c.client_ip,
+                    c.request_id,
+                    c.outcome,
+                    &c.prev_hash.0[..],
+                    &c.hash.0[..],
+                ])
+                .map_err(AuditError::from)?;
+            seq = c.seq;
+            hash = c.hash.0;
+            chained.push(c);
+        }
+    }
+    tx.execute(
+        "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
+        params![seq, &hash[..]],
+    )
+    .map_err(AuditError::from)?;
+    tx.commit().map_err(AuditError::from)?;
+    Ok((chained, outbox_ids.len()))
+}
+
 #[async_trait]
 impl AuditStore for SqliteAudit {
-    async fn append(&self, batch: Vec<NewEntry>) -> Result<Appended, AuditError> {
+    async fn append(&self, batch: Vec<NewEntry>) -> Result<Vec<AuditEntry>, AuditError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         Self::run(self.writer.clone(), move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(AuditError::from)?;
-            let (mut seq, prev): (i64, Vec<u8>) = tx
-                .query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .map_err(AuditError::from)?;
-            let mut hash = Hash::from_slice(&prev)?.0;
-            // The records of committed calendar changes, oldest first (the
-            // write lock keeps every other writer out meanwhile).
-            let waiting: Vec<(i64, AuditEntry)> = tx
-                .prepare_cached(
-                    "SELECT id, at, actor_id, actor_role, action, patient_id, resource_type,
-                        resource_id, clinic_id, client_ip, request_id, outcome
-                     FROM audit_outbox ORDER BY id LIMIT ?1",
-                )
-                .map_err(AuditError::from)?
-                .query_map([OUTBOX_BATCH as i64], outbox_row)
-                .map_err(AuditError::from)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(AuditError::from)?;
-            if waiting.is_empty() && batch.is_empty() {
-                return Ok(Appended::default());
-            }
-            let from_outbox = waiting.len();
-            let mut chained = Vec::with_capacity(from_outbox + batch.len());
-            {
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM audit_outbox WHERE id = ?1")
-                    .map_err(AuditError::from)?;
-                let mut insert = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO audit_log ({COLS})
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-                    ))
-                    .map_err(AuditError::from)?;
-                let outbox = waiting.into_iter().map(|(id, e)| (Some(id), e));
-                let fresh = batch.into_iter().map(|e| (None, e.unlinked()));
-                for (outbox_id, e) in outbox.chain(fresh) {
-                    if let Some(id) = outbox_id {
-                        delete.execute([id]).map_err(AuditError::from)?;
-                    }
-                    let c = e.link(seq, hash);
-                    insert
-                        .execute(params![
-                            c.seq,
-                            c.at.timestamp_micros(),
-                            text(c.actor_id),
-                            c.actor_role,
-                            c.action,
-                            text(c.patient_id),
-                            c.resource_type,
-                            text(c.resource_id),
-                            text(c.clinic_id),
-                            c.client_ip,
-                            c.request_id,
-                            c.outcome,
-                            &c.prev_hash.0[..],
-                            &c.hash.0[..],
-                        ])
-                        .map_err(AuditError::from)?;
-                    seq = c.seq;
-                    hash = c.hash.0;
-                    chained.push(c);
-                }
-            }
-            tx.execute(
-                "UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1",
-                params![seq, &hash[..]],
-            )
-            .map_err(AuditError::from)?;
-            tx.commit().map_err(AuditError::from)?;
-            Ok(Appended {
-                entries: chained.split_off(from_outbox),
-                from_outbox,
+            let entries = batch.into_iter().map(NewEntry::unlinked).collect();
+            link_and_commit(conn, |_| Ok((entries, Vec::new()))).map(|(chained, _)| chained)
+        })
+        .await
+    }
+
+    async fn drain_batch(&self, _durable: bool) -> Result<usize, AuditError> {
+        // A look from the reader first: an idle sweep does not take the
+        // database's write lock from the store's writer.
+        let any = Self::run(self.reader.clone(), |conn| {
+            conn.query_row("SELECT EXISTS (SELECT 1 FROM audit_outbox)", [], |r| {
+                r.get::<_, bool>(0)
             })
+            .map_err(AuditError::from)
+        })
+        .await?;
+        if !any {
+            return Ok(0);
+        }
+        Self::run(self.writer.clone(), |conn| {
+            link_and_commit(conn, |tx| {
+                // The records of committed calendar changes, oldest first.
+                let waiting: Vec<(i64, AuditEntry)> = tx
+                    .prepare_cached(
+                        "SELECT id, at, actor_id, actor_role, action, patient_id, resource_type,
+                            resource_id, clinic_id, client_ip, request_id, outcome
+                         FROM audit_outbox ORDER BY id LIMIT ?1",
+                    )
+                    .map_err(AuditError::from)?
+                    .query_map([OUTBOX_BATCH as i64], outbox_row)
+                    .map_err(AuditError::from)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(AuditError::from)?;
+                Ok(waiting.into_iter().map(|(id, e)| (e, id)).unzip())
+            })
+            .map(|(_, moved)| moved)
         })
         .await
     }

@@ -250,7 +250,8 @@ pub async fn create_appointment(
                 },
             )
             .await?;
-        audit.committed();
+        let unchanged = a.status == AppointmentStatus::Booked;
+        settle_audit(&audit, &state, &user, &booked, unchanged).await?;
         return Ok(HttpResponse::Created().json(AppointmentOut::from(booked)));
     }
 
@@ -263,11 +264,13 @@ pub async fn create_appointment(
             .await?;
         return same_request(existing, doctor, start);
     }
+    let id = AppointmentId::new();
     let a = state
         .calendars
         .ask(
             doctor,
             Claim {
+                id,
                 patient: user.id,
                 visit_type,
                 start,
@@ -277,8 +280,29 @@ pub async fn create_appointment(
             },
         )
         .await?;
-    audit.committed();
+    // Another id: a retry answered with the original booking.
+    settle_audit(&audit, &state, &user, &a, a.id != id).await?;
     same_request(a, doctor, start)
+}
+
+/// After a calendar change that carried an audit note: a request that
+/// applied nothing wrote no outbox record, so what it shows is recorded as a
+/// read; otherwise the audit writer is nudged to chain the change's record.
+async fn settle_audit(
+    audit: &Audit,
+    state: &super::AppState,
+    user: &AuthUser,
+    shown: &Appointment,
+    unchanged: bool,
+) -> Result<(), ApiError> {
+    if unchanged {
+        audit
+            .appointment(state, user, Action::AppointmentRead, shown)
+            .await
+    } else {
+        audit.committed();
+        Ok(())
+    }
 }
 
 /// Answers an idempotent request, refusing a key reused for another request.
@@ -504,7 +528,8 @@ pub async fn reschedule(
             },
         )
         .await?;
-    audit.committed();
+    // Moved to where it already was: nothing was written.
+    settle_audit(&audit, &state, &user, &moved, moved.block == a.block).await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(moved)))
 }
 
@@ -675,6 +700,7 @@ pub async fn create_hold(
         .ask(
             doctor,
             Claim {
+                id: AppointmentId::new(),
                 patient: user.id,
                 visit_type,
                 start,
@@ -733,7 +759,8 @@ pub async fn confirm_hold(
             },
         )
         .await?;
-    audit.committed();
+    let unchanged = a.status == AppointmentStatus::Booked;
+    settle_audit(&audit, &state, &user, &booked, unchanged).await?;
     Ok(HttpResponse::Ok().json(AppointmentOut::from(booked)))
 }
 

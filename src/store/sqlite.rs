@@ -991,11 +991,15 @@ fn apply_all(
     let mut out = Vec::with_capacity(ops.len());
     for w in ops {
         tx.execute_batch("SAVEPOINT op")?;
-        match apply(&tx, doctor, &w.op, now) {
+        // The write and, if it applied, its audit record: both or neither.
+        let applied = apply(&tx, doctor, &w.op, now).and_then(|outcome| {
+            if let (Some(note), Ok(a)) = (&w.audit, &outcome) {
+                write_audit_note(&tx, note, a)?;
+            }
+            Ok(outcome)
+        });
+        match applied {
             Ok(outcome) => {
-                if let (Some(note), Ok(a)) = (&w.audit, &outcome) {
-                    write_audit_note(&tx, note, a)?;
-                }
                 tx.execute_batch("RELEASE op")?;
                 out.push(outcome);
             }

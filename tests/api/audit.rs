@@ -451,6 +451,64 @@ async fn a_change_and_its_audit_record_commit_together_or_not_at_all() {
 }
 
 #[actix_web::test]
+async fn requests_that_change_nothing_are_recorded_as_reads() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (patient, pt) = app.patient().await;
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    // The same booking sent twice at once with one Idempotency-Key: one
+    // books, the other is answered with that booking (joining it in flight
+    // or finding it stored) and applies nothing.
+    let (r1, r2) = futures::join!(
+        app.book(&pt, f.doctor.id, later(9), Some("same-key")),
+        app.book(&pt, f.doctor.id, later(9), Some("same-key")),
+    );
+    let (b1, b2) = (expect(r1, 201).await, expect(r2, 201).await);
+    assert_eq!(b1["id"], b2["id"]);
+    // Confirming a hold twice: the second finds it booked already.
+    let held = expect(app.hold(&pt, f.doctor.id, later(11)).await, 201).await;
+    let hid = held["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let r = app
+            .post(&pt, &format!("/api/v1/holds/{hid}/confirm"), json!({}))
+            .await;
+        expect(r, 200).await;
+    }
+    // Moving an appointment to where it already is.
+    let booked_id = b1["id"].as_str().unwrap();
+    let r = app
+        .post(
+            &pt,
+            &format!("/api/v1/appointments/{booked_id}/reschedule"),
+            json!({"start": later(9).to_rfc3339()}),
+        )
+        .await;
+    expect(r, 200).await;
+
+    let mine = entries(&app, &admin, &format!("actor_id={}", patient.id)).await;
+    let on = |id: &str| -> Vec<&str> {
+        mine.iter()
+            .filter(|e| e["resource_id"] == id)
+            .map(|e| e["action"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        on(booked_id),
+        ["appointment.create", "appointment.read", "appointment.read"],
+        "{mine:#?}"
+    );
+    assert_eq!(
+        on(&hid),
+        [
+            "appointment.hold",
+            "appointment.confirm",
+            "appointment.read"
+        ],
+        "{mine:#?}"
+    );
+}
+
+#[actix_web::test]
 async fn records_left_in_the_outbox_are_chained_without_a_nudge() {
     // As if a node committed a change and stopped before chaining its
     // record: the running node's sweep picks the record up.
