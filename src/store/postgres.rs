@@ -415,7 +415,7 @@ impl NoteParams {
 }
 
 async fn insert(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Conn,
     a: &Appointment,
     by: UserId,
     note: Option<&AuditNote>,
@@ -489,7 +489,7 @@ async fn insert(
 }
 
 async fn expire_overlapping_holds(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Conn,
     a: &Appointment,
 ) -> Result<u64, tokio_postgres::Error> {
     tx.execute(
@@ -508,7 +508,7 @@ async fn expire_overlapping_holds(
 
 /// Explains why a guarded UPDATE matched no row.
 async fn diagnose(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Conn,
     id: AppointmentId,
     doctor: DoctorId,
     from: &[AppointmentStatus],
@@ -543,7 +543,7 @@ async fn diagnose(
 
 #[allow(clippy::too_many_arguments)]
 async fn set_status(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Conn,
     doctor: DoctorId,
     id: AppointmentId,
     from: &[AppointmentStatus],
@@ -616,7 +616,7 @@ async fn set_status(
 }
 
 async fn reschedule(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Conn,
     doctor: DoctorId,
     op: (
         AppointmentId,
@@ -704,7 +704,7 @@ async fn reschedule(
 /// fifty times. (The calendar actors have already checked that the rows do
 /// not overlap each other.)
 async fn insert_many(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Conn,
     rows: &[(&Appointment, UserId, Option<&AuditNote>)],
 ) -> Result<Vec<Option<Outcome>>, tokio_postgres::Error> {
     if rows.is_empty() {
@@ -829,7 +829,7 @@ async fn insert_many(
 /// few inserts that collided (to tell a duplicate from a taken slot, and
 /// to clear lapsed holds). Outcomes come back in the order of `writes`.
 async fn apply_pipelined(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Conn,
     writes: &[(DoctorId, &Write)],
 ) -> Result<Vec<Outcome>, tokio_postgres::Error> {
     let new: Vec<(&Appointment, UserId, Option<&AuditNote>)> = writes
@@ -865,11 +865,7 @@ async fn apply_pipelined(
 }
 
 /// Applies one write, with its audit record if it applied.
-async fn apply(
-    tx: &deadpool_postgres::Transaction<'_>,
-    doctor: DoctorId,
-    w: &Write,
-) -> Result<Outcome, tokio_postgres::Error> {
+async fn apply(tx: &Conn, doctor: DoctorId, w: &Write) -> Result<Outcome, tokio_postgres::Error> {
     let note = w.audit.as_ref();
     match &w.op {
         WriteOp::Insert { appointment, by } => insert(tx, appointment, *by, note).await,
@@ -906,36 +902,70 @@ async fn apply(
     }
 }
 
+/// The connection calendar writes run on, inside [`in_transaction`].
+type Conn = deadpool_postgres::ClientWrapper;
+
+/// Runs `work` in one transaction on `client`. `BEGIN` goes out together
+/// with the first statements of `work` (pipelined: it costs no round trip
+/// of its own, a third of a group's round trips otherwise); `COMMIT`
+/// follows when `work` succeeds, `ROLLBACK` otherwise, so the connection
+/// goes back to the pool outside any transaction.
+///
+/// Why not tokio-postgres' `Transaction`: it waits for `BEGIN`'s answer
+/// before anything else can be sent.
+async fn in_transaction<'c, T, Fut>(
+    client: &'c Conn,
+    work: impl FnOnce(&'c Conn) -> Fut,
+) -> Result<T, tokio_postgres::Error>
+where
+    Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>> + 'c,
+{
+    // `try_join!` polls — and so sends — `BEGIN` before `work`'s statements.
+    match futures::try_join!(client.batch_execute("BEGIN"), work(client)) {
+        Ok(((), out)) => {
+            client.batch_execute("COMMIT").await?;
+            Ok(out)
+        }
+        Err(e) => {
+            // Statements already sent run on and fail ("transaction
+            // aborted"); this ends the transaction after them.
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
 async fn apply_all(
     client: &mut deadpool_postgres::Client,
     doctor: DoctorId,
     ops: &[Write],
 ) -> Result<Vec<Outcome>, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
     // Lock the doctor first, always: every batch for one doctor (from any
     // node) then takes its locks in the same order, so two nodes' batches
     // wait for each other instead of deadlocking on each other's rows, and
     // alert ids commit in id order per doctor.
-    let out = if ops
-        .iter()
-        .any(|w| matches!(w.op, WriteOp::Reschedule { .. }))
-    {
-        // Savepoints must not interleave with other writes.
-        lock_doctor(&tx, doctor).await?;
-        let mut out = Vec::with_capacity(ops.len());
-        for w in ops {
-            out.push(apply(&tx, doctor, w).await?);
+    lock_statement(client).await?;
+    in_transaction(client, |tx| async move {
+        if ops
+            .iter()
+            .any(|w| matches!(w.op, WriteOp::Reschedule { .. }))
+        {
+            // Savepoints must not interleave with other writes.
+            lock_doctor(tx, doctor).await?;
+            let mut out = Vec::with_capacity(ops.len());
+            for w in ops {
+                out.push(apply(tx, doctor, w).await?);
+            }
+            Ok(out)
+        } else {
+            // Pipelined, the lock first (see `apply_group`).
+            let writes: Vec<(DoctorId, &Write)> = ops.iter().map(|w| (doctor, w)).collect();
+            let (_, out) =
+                futures::try_join!(lock_doctor(tx, doctor), apply_pipelined(tx, &writes))?;
+            Ok(out)
         }
-        out
-    } else {
-        // Pipelined, the lock first (see `apply_group`).
-        lock_statement(&tx).await?;
-        let writes: Vec<(DoctorId, &Write)> = ops.iter().map(|w| (doctor, w)).collect();
-        let (_, out) = futures::try_join!(lock_doctor(&tx, doctor), apply_pipelined(&tx, &writes))?;
-        out
-    };
-    tx.commit().await?;
-    Ok(out)
+    })
+    .await
 }
 
 #[async_trait]
@@ -1106,64 +1136,61 @@ async fn apply_group(
     client: &mut deadpool_postgres::Client,
     jobs: &[Job],
 ) -> Result<Vec<Vec<Outcome>>, tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let all = if jobs
-        .iter()
-        .flat_map(|j| &j.ops)
-        .any(|w| matches!(w.op, WriteOp::Reschedule { .. }))
-    {
-        // Reschedules use savepoints, which must not interleave with other
-        // writes: one statement after another.
-        let mut all = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            lock_doctor(&tx, job.doctor).await?;
-            let mut out = Vec::with_capacity(job.ops.len());
-            for w in &job.ops {
-                out.push(apply(&tx, job.doctor, w).await?);
-            }
-            all.push(out);
-        }
-        all
-    } else {
-        // Pipelined: every statement is sent without waiting for the one
-        // before; PostgreSQL still runs them in the order sent on the one
-        // connection, so the group costs about one round trip, not one per
-        // write. The locks go first, in doctor order (`try_join!` polls —
-        // and so sends — its futures in order, as `try_join_all` does its
-        // items).
-        lock_statement(&tx).await?;
-        let locks =
-            futures::future::try_join_all(jobs.iter().map(|job| lock_doctor(&tx, job.doctor)));
-        let writes: Vec<(DoctorId, &Write)> = jobs
+    lock_statement(client).await?;
+    in_transaction(client, |tx| async move {
+        if jobs
             .iter()
-            .flat_map(|job| job.ops.iter().map(move |w| (job.doctor, w)))
-            .collect();
-        let (_, flat) = futures::try_join!(locks, apply_pipelined(&tx, &writes))?;
-        // Back into one list of outcomes per job.
-        let mut flat = flat.into_iter();
-        jobs.iter()
-            .map(|job| flat.by_ref().take(job.ops.len()).collect())
-            .collect()
-    };
-    tx.commit().await?;
-    Ok(all)
+            .flat_map(|j| &j.ops)
+            .any(|w| matches!(w.op, WriteOp::Reschedule { .. }))
+        {
+            // Reschedules use savepoints, which must not interleave with
+            // other writes: one statement after another.
+            let mut all = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                lock_doctor(tx, job.doctor).await?;
+                let mut out = Vec::with_capacity(job.ops.len());
+                for w in &job.ops {
+                    out.push(apply(tx, job.doctor, w).await?);
+                }
+                all.push(out);
+            }
+            Ok(all)
+        } else {
+            // Pipelined: every statement is sent without waiting for the one
+            // before; PostgreSQL still runs them in the order sent on the
+            // one connection, so the group costs about one round trip, not
+            // one per write. The locks go first, in doctor order
+            // (`try_join!` polls — and so sends — its futures in order, as
+            // `try_join_all` does its items; the lock statement is prepared
+            // beforehand, so each lock is sent on its first poll).
+            let locks =
+                futures::future::try_join_all(jobs.iter().map(|job| lock_doctor(tx, job.doctor)));
+            let writes: Vec<(DoctorId, &Write)> = jobs
+                .iter()
+                .flat_map(|job| job.ops.iter().map(move |w| (job.doctor, w)))
+                .collect();
+            let (_, flat) = futures::try_join!(locks, apply_pipelined(tx, &writes))?;
+            // Back into one list of outcomes per job.
+            let mut flat = flat.into_iter();
+            Ok(jobs
+                .iter()
+                .map(|job| flat.by_ref().take(job.ops.len()).collect())
+                .collect())
+        }
+    })
+    .await
 }
 
 /// Locks the doctor's row (see `apply_all` for why, always first). The
 /// statement is prepared before anything is pipelined, so the lock is sent
 /// on the first poll and so ahead of the writes queued after it.
-async fn lock_doctor(
-    tx: &deadpool_postgres::Transaction<'_>,
-    doctor: DoctorId,
-) -> Result<(), tokio_postgres::Error> {
+async fn lock_doctor(tx: &Conn, doctor: DoctorId) -> Result<(), tokio_postgres::Error> {
     let stmt = lock_statement(tx).await?;
     tx.execute(&stmt, &[&doctor.0]).await?;
     Ok(())
 }
 
-async fn lock_statement(
-    tx: &deadpool_postgres::Transaction<'_>,
-) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+async fn lock_statement(tx: &Conn) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
     tx.prepare_cached("SELECT 1 FROM doctors WHERE id = $1 FOR NO KEY UPDATE")
         .await
 }
