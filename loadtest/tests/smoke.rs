@@ -148,7 +148,14 @@ fn every_scenario_runs_at_tiny_sizes() {
         let l = &cross[format!("{node}_commit_to_receipt")];
         assert_eq!(l["n"], 100, "{cross}");
         assert!(l["p50_ms"].as_f64().unwrap() >= 0.0, "{cross}");
+        // One node watched at a time: every watcher got every delta.
+        let alone = &cross[format!("alone_{node}")];
+        assert_eq!(alone["delivered"], 100, "{cross}");
+        let l = &cross[format!("alone_{node}_commit_to_receipt")];
+        assert_eq!(l["n"], 100, "{cross}");
+        assert!(l["p50_ms"].as_f64().unwrap() >= 0.0, "{cross}");
     }
+    assert!(cross["added_alone_p99_ms"].is_f64(), "{cross}");
 
     let table = std::fs::read_to_string(&md).expect("markdown written");
     for name in ["hot-slot", "throughput", "fanout", "idle", "cross-node"] {
