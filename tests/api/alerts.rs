@@ -47,7 +47,7 @@ async fn doctors_get_an_alert_for_each_change_they_must_hear_about() {
     let f = app.fixture().await;
     let doctor = f.doctor.id;
     let (ann, ann_t) = app.patient().await;
-    // Beyond the 24 h cut-off, so the patient may reschedule.
+    // Days ahead, well beyond the fixture's cut-off: the patient may reschedule.
     let day = Utc::now().date_naive() + Duration::days(3);
     let at = |h: u32, m: u32| -> DateTime<Utc> { day.and_hms_opt(h, m, 0).unwrap().and_utc() };
     assert!(alerts(&app, doctor, 0).await.is_empty());

@@ -68,7 +68,7 @@ fn not_reads_of_the_log(list: Vec<Value>) -> Vec<Value> {
         .collect()
 }
 
-/// Three days ahead: outside the fixture's 24-hour cancellation cut-off.
+/// Three days ahead: well outside the fixture's cancellation cut-off.
 fn later(h: u32) -> chrono::DateTime<chrono::Utc> {
     tomorrow_at(h, 0) + Duration::days(2)
 }

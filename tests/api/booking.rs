@@ -208,7 +208,7 @@ async fn reschedule_is_atomic_and_cancel_respects_the_cutoff() {
     let f = app.fixture().await;
     let (_, ann_t) = app.patient().await;
     let (_, bob_t) = app.patient().await;
-    // Beyond the 24 h cut-off so the patient may change it.
+    // Days ahead, well beyond the fixture's cut-off: the patient may change it.
     let day = Utc::now().date_naive() + Duration::days(3);
     let at = |h: u32| day.and_hms_opt(h, 0, 0).unwrap().and_utc();
 

@@ -374,8 +374,12 @@ impl TestApp {
     }
 
     /// UTC clinic, cut-off 24 h, one doctor open 08:00–18:00 every day.
+    /// A UTC clinic with one doctor, open 08:00–18:00 every day. Patients
+    /// may change a visit until an hour before it, so a visit booked for
+    /// tomorrow stays changeable whatever the time of day the tests run
+    /// (with a 24-hour cut-off, tomorrow at 09:30 is past it from 09:30 on).
     pub async fn fixture(&self) -> Fixture {
-        let clinic = self.clinic("UTC", 1440).await;
+        let clinic = self.clinic("UTC", 60).await;
         self.doctor_in(clinic, "Dr. Test", "08:00", "18:00").await
     }
 
