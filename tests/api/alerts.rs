@@ -13,7 +13,7 @@ use docspot_actors::domain::{AppointmentStatus, DoctorId};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Kind, Options, TestApp, expect, spawn_app_with};
+use crate::helpers::{Options, TestApp, expect, spawn_app_with, spawn_two_nodes};
 
 /// The appointment id in a response body.
 fn id_of(v: &Value) -> Uuid {
@@ -163,17 +163,7 @@ async fn doctors_get_an_alert_for_each_change_they_must_hear_about() {
 
 #[actix_web::test]
 async fn a_reader_paging_by_id_misses_no_alert_while_two_nodes_write() {
-    // Several nodes share one PostgreSQL; the embedded store is single-node.
-    let a = spawn_app_with(Options {
-        backend: Some(Kind::Postgres),
-        ..Default::default()
-    })
-    .await;
-    let b = spawn_app_with(Options {
-        database: Some(a.database.clone()),
-        ..Default::default()
-    })
-    .await;
+    let (a, b) = spawn_two_nodes().await;
     let f = a.fixture().await;
     let doctor = f.doctor.id;
     let day = Utc::now().date_naive() + Duration::days(3);

@@ -13,7 +13,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Kind, Options, PG, TestApp, TestDb, expect, spawn_app, spawn_app_with, tomorrow_at,
+    Options, PG, TestApp, TestDb, expect, spawn_app, spawn_app_with, spawn_two_nodes, tomorrow_at,
 };
 
 fn backend(db: &TestDb) -> Backend {
@@ -705,17 +705,7 @@ async fn the_verify_command_reports_ok_and_exits_non_zero_on_a_break() {
 
 #[actix_web::test]
 async fn concurrent_requests_on_two_nodes_form_one_gapless_chain() {
-    // Several nodes share one PostgreSQL; the embedded store is single-node.
-    let a = spawn_app_with(Options {
-        backend: Some(Kind::Postgres),
-        ..Default::default()
-    })
-    .await;
-    let b = spawn_app_with(Options {
-        database: Some(a.database.clone()),
-        ..Default::default()
-    })
-    .await;
+    let (a, b) = spawn_two_nodes().await;
     let f = a.fixture().await;
     let mut tokens = Vec::new();
     for _ in 0..20 {
@@ -771,13 +761,7 @@ async fn concurrent_requests_on_two_nodes_form_one_gapless_chain() {
 #[actix_web::test]
 async fn the_audit_endpoint_is_in_the_openapi_document() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    let doc = expect(r, 200).await;
+    let doc = app.openapi().await;
     let op = &doc["paths"]["/api/v1/audit"]["get"];
     let params: Vec<&str> = op["parameters"]
         .as_array()

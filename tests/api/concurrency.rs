@@ -1,7 +1,7 @@
 use chrono::Duration;
 use futures::future::join_all;
 
-use crate::helpers::{Kind, Options, spawn_app, spawn_app_with, tomorrow_at};
+use crate::helpers::{Options, spawn_app, spawn_app_with, spawn_two_nodes, tomorrow_at};
 
 #[actix_web::test]
 async fn five_hundred_patients_race_for_one_slot_and_exactly_one_wins() {
@@ -35,17 +35,7 @@ async fn five_hundred_patients_race_for_one_slot_and_exactly_one_wins() {
 
 #[actix_web::test]
 async fn two_nodes_sharing_a_database_never_double_book() {
-    // Several nodes share one PostgreSQL; the embedded store is single-node.
-    let a = spawn_app_with(Options {
-        backend: Some(Kind::Postgres),
-        ..Default::default()
-    })
-    .await;
-    let b = spawn_app_with(Options {
-        database: Some(a.database.clone()),
-        ..Default::default()
-    })
-    .await;
+    let (a, b) = spawn_two_nodes().await;
     let f = a.fixture().await;
     let slots: Vec<_> = (0..10)
         .map(|i| tomorrow_at(8, 0) + Duration::minutes(30 * i))

@@ -13,13 +13,7 @@ async fn health_and_readiness() {
 #[actix_web::test]
 async fn openapi_document_lists_the_contract() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    let v = expect(r, 200).await;
+    let v = app.openapi().await;
     assert!(v["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/api/v1/auth/register",

@@ -106,6 +106,22 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
+/// Two nodes on one fresh PostgreSQL database (several nodes share
+/// PostgreSQL; the embedded store is single-node).
+pub async fn spawn_two_nodes() -> (TestApp, TestApp) {
+    let a = spawn_app_with(Options {
+        backend: Some(Kind::Postgres),
+        ..Default::default()
+    })
+    .await;
+    let b = spawn_app_with(Options {
+        database: Some(a.database.clone()),
+        ..Default::default()
+    })
+    .await;
+    (a, b)
+}
+
 pub async fn spawn_app_with(opts: Options) -> TestApp {
     let database = opts
         .database
@@ -404,6 +420,17 @@ impl TestApp {
             .expect("user");
         let token = self.state.keys.issue(&u).expect("token");
         (u, token)
+    }
+
+    /// The served OpenAPI document (must answer 200).
+    pub async fn openapi(&self) -> serde_json::Value {
+        let r = self
+            .client
+            .get(self.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        expect(r, 200).await
     }
 
     pub async fn patient(&self) -> (UserRecord, String) {

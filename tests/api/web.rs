@@ -290,15 +290,7 @@ async fn doctors_are_found_by_name_and_the_new_endpoints_are_documented() {
         .unwrap();
     assert_eq!(expect(r, 200).await["doctors"].as_array().unwrap().len(), 2);
 
-    let doc = expect(
-        app.client
-            .get(app.url("/api/v1/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let doc = app.openapi().await;
     let paths = &doc["paths"];
     assert!(paths["/api/v1/appointments/{id}/ics"]["get"].is_object());
     assert!(paths["/api/v1/doctors/{id}/stats"]["get"].is_object());
