@@ -4,12 +4,10 @@
 //! waiting on the chain-head lock never holds a connection the calendars
 //! need to commit bookings.
 
-use std::str::FromStr;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{NoTls, Row, types::ToSql};
+use deadpool_postgres::Pool;
+use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
 use super::{AuditEntry, AuditError, AuditFilter, AuditStore, Hash, Head, NewEntry, OUTBOX_BATCH};
@@ -29,18 +27,7 @@ pub struct PgAudit {
 impl PgAudit {
     /// A pool on `url` (connections open lazily).
     pub fn connect(url: &str) -> Result<Self, AuditError> {
-        let cfg = tokio_postgres::Config::from_str(url).map_err(AuditError::from)?;
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(POOL)
-            .build()
-            .map_err(AuditError::from)?;
+        let pool = crate::store::postgres::pool(url, POOL).map_err(AuditError)?;
         Ok(PgAudit { pool })
     }
 

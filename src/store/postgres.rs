@@ -137,6 +137,23 @@ pub async fn migrate_to(url: &str, version: i32) -> Result<usize, StoreError> {
     Ok(report.applied_migrations().len())
 }
 
+/// A pool of at most `size` connections to `url`, opened lazily (shared by
+/// the store and the audit log, each with a pool of its own).
+pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, String> {
+    let cfg = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
+    let mgr = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// The PostgreSQL store: a connection pool, and commit lanes that group
 /// the batches of many doctors into one transaction.
 #[derive(Clone)]
@@ -168,18 +185,7 @@ impl PgStore {
         lanes: usize,
         cipher: Arc<FieldCipher>,
     ) -> Result<Self, StoreError> {
-        let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(size.max(2))
-            .build()
-            .map_err(unavailable)?;
+        let pool = pool(url, size.max(2)).map_err(StoreError)?;
         Ok(Self {
             pool,
             cipher,
@@ -414,60 +420,17 @@ impl NoteParams {
     }
 }
 
+/// One new appointment ([`insert_many`] with one row), sorting out why it
+/// collided when it does.
 async fn insert(
     tx: &Conn,
     a: &Appointment,
     by: UserId,
     note: Option<&AuditNote>,
 ) -> Result<Outcome, tokio_postgres::Error> {
-    let sql = format!(
-        "WITH ins AS (
-            INSERT INTO appointments (id, doctor_id, patient_id, visit_type_id, starts_at, ends_at,
-                block_start, block_end, status, hold_expires_at, idempotency_key, created_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
-            ON CONFLICT DO NOTHING
-            RETURNING {APPT_COLS}
-        ), hist AS (
-            INSERT INTO appointment_history (appointment_id, at, actor_user_id, action, to_status, to_start)
-            SELECT id, created_at, $13, CASE WHEN status = 'held' THEN 'hold' ELSE 'book' END, status, starts_at
-            FROM ins
-        ), alert AS (
-            INSERT INTO provider_alerts (doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at, status)
-            SELECT ins.doctor_id, ins.id, ins.patient_id, 'booked', ins.created_at, ins.starts_at, ins.ends_at, ins.status
-            FROM ins{lock}
-            WHERE ins.status = 'booked'
-        ){audit}
-        SELECT {APPT_COLS} FROM ins",
-        lock = alert_lock!("ins"),
-        audit = audit_cte("ins", 14),
-    );
-    let stmt = tx.prepare_cached(&sql).await?;
-    let note = NoteParams::of(note);
-    let status = a.status.as_str();
-    let (visit, block) = (
-        [a.time.start(), a.time.end()],
-        [a.block.start(), a.block.end()],
-    );
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
-        &a.id.0,
-        &a.doctor_id.0,
-        &a.patient_id.0,
-        &a.visit_type_id.0,
-        &visit[0],
-        &visit[1],
-        &block[0],
-        &block[1],
-        &status,
-        &a.hold_expires_at,
-        &a.idempotency_key,
-        &a.created_at,
-        &by.0,
-    ];
-    params.extend(note.refs());
     for attempt in 0..2 {
-        let row = tx.query_opt(&stmt, &params).await?;
-        if let Some(row) = row {
-            return Ok(appointment(&row).map_err(|e| OpError::Other(e.0)));
+        if let Some(done) = insert_many(tx, &[(a, by, note)]).await?.pop().flatten() {
+            return Ok(done);
         }
         // Nothing inserted: either the idempotency key was used already…
         if let Some(key) = &a.idempotency_key {
@@ -691,12 +654,12 @@ async fn reschedule(
     }
 }
 
-/// New appointments of a group in one statement: the hot path of a morning
-/// rush. Each row is inserted with its history entry, its provider alert
-/// and its audit record, exactly as [`insert`] does for one; rows that
-/// collide (a used idempotency key, an overlap another node wrote, a lapsed
-/// hold still in the way) are skipped by `ON CONFLICT DO NOTHING` and come
-/// back as `None`, for [`insert`] to sort out one by one.
+/// New appointments in one statement (a group's, in a morning rush: the hot
+/// path). Each row is inserted with its history entry, its provider alert
+/// and its audit record; rows that collide (a used idempotency key, an
+/// overlap another node wrote, a lapsed hold still in the way) are skipped
+/// by `ON CONFLICT DO NOTHING` and come back as `None`, for [`insert`] to
+/// sort out one by one.
 ///
 /// Why one statement: on this hardware PostgreSQL's per-statement work
 /// (executor start-up, snapshot, trigger queue) is a large part of a
