@@ -70,6 +70,14 @@ pub struct WsSession {
     state: State,
     encoding: Encoding,
     user: Option<AuthUser>,
+    /// When `user`'s token runs out (Unix seconds). A token is checked once,
+    /// when it arrives, so the session itself ends private topics at this
+    /// instant: a socket left open must not outlive the sign-in that opened
+    /// it (automatic log-off; a logged-out or erased user's token is short).
+    token_expires: i64,
+    /// Who signed this connection in first, kept after expiry: only the
+    /// same user may sign it in again (a shared kiosk cannot switch users).
+    owner: Option<docspot_actors::domain::UserId>,
     topics: HashSet<Key>,
     limits: SessionLimits,
     last_heard: Instant,
@@ -98,7 +106,7 @@ impl WsSession {
             ClientMsg::Auth { token } => match self.keys.verify(&token) {
                 // Private subscriptions belong to who opened them: no
                 // switching users on one connection (a shared kiosk).
-                Ok(c) if self.user.as_ref().is_some_and(|u| u.id != c.sub) => self.error(
+                Ok(c) if self.owner.is_some_and(|o| o != c.sub) => self.error(
                     ctx,
                     "already_authenticated",
                     "this connection belongs to another user; open a new one",
@@ -111,6 +119,8 @@ impl WsSession {
                         doctor_id: c.doctor_id,
                         clinic_id: c.clinic_id,
                     };
+                    self.token_expires = c.exp;
+                    self.owner = Some(user.id);
                     self.send(
                         ctx,
                         &ServerMsg::Authenticated {
@@ -149,6 +159,37 @@ impl WsSession {
             Topic::Provider(d) => Key::Provider(d),
             Topic::Me => Key::Me(self.user.as_ref()?.id),
         })
+    }
+
+    /// Ends the sign-in once its token has expired: private topics (`me`,
+    /// `provider:`) are left and the client is told, so it can send a fresh
+    /// token and subscribe again (resuming from its last `seq`, nothing is
+    /// lost). Public topics go on. Checked on every heartbeat, so a sign-in
+    /// outlives its token by at most one heartbeat interval.
+    fn expire_sign_in(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.user.is_none() || Utc::now().timestamp() < self.token_expires {
+            return;
+        }
+        self.user = None;
+        let private: Vec<Key> = self
+            .topics
+            .iter()
+            .filter(|k| matches!(k, Key::Me(_) | Key::Provider(_)))
+            .copied()
+            .collect();
+        for key in private {
+            self.topics.remove(&key);
+            self.hub.do_send(Leave {
+                session: self.id,
+                key: Some(key),
+            });
+        }
+        self.error(
+            ctx,
+            "token_expired",
+            "your sign-in has expired and private topics were closed; send an auth message with a fresh token and subscribe again",
+            None,
+        );
     }
 
     fn subscribe(
@@ -309,6 +350,7 @@ impl Actor for WsSession {
         ctx.set_mailbox_capacity(self.limits.queue);
         let idle = self.limits.idle_timeout;
         ctx.run_interval(self.limits.heartbeat, move |act, ctx| {
+            act.expire_sign_in(ctx);
             if act.last_heard.elapsed() > idle {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Other(CLOSE_IDLE),
@@ -434,17 +476,20 @@ pub async fn live(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     let token = header_token.or_else(|| q.access_token.clone());
-    let user = match token {
+    let (user, token_expires) = match token {
         Some(t) => match keys.verify(&t) {
-            Ok(c) => Some(AuthUser {
-                id: c.sub,
-                role: c.role,
-                doctor_id: c.doctor_id,
-                clinic_id: c.clinic_id,
-            }),
+            Ok(c) => (
+                Some(AuthUser {
+                    id: c.sub,
+                    role: c.role,
+                    doctor_id: c.doctor_id,
+                    clinic_id: c.clinic_id,
+                }),
+                c.exp,
+            ),
             Err(e) => return Err(e.into()),
         },
-        None => None,
+        None => (None, 0),
     };
     let session = WsSession {
         id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
@@ -452,7 +497,9 @@ pub async fn live(
         keys,
         state,
         encoding,
+        owner: user.as_ref().map(|u| u.id),
         user,
+        token_expires,
         topics: HashSet::new(),
         limits: **limits,
         last_heard: Instant::now(),

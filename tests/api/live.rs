@@ -689,3 +689,96 @@ async fn watchers_hear_when_a_doctor_is_deactivated() {
     let r = app.book(&ann, f.doctor.id, tomorrow_at(9, 0), None).await;
     assert_eq!(r.status().as_u16(), 404);
 }
+
+#[actix_web::test]
+async fn private_topics_end_when_the_token_expires_until_a_fresh_one_arrives() {
+    // Short tokens and a fast heartbeat: the session must notice expiry by
+    // itself, since nothing re-checks a token after it arrived.
+    let app = spawn_app_with(Options {
+        settings: Some(std::sync::Arc::new(|s| {
+            s.auth.access_token_ttl_secs = 3;
+            s.live.heartbeat_secs = 1;
+        })),
+        ..Options::default()
+    })
+    .await;
+    let f = app.fixture().await;
+    let (ann, token) = app.patient().await;
+    let (bob, _) = app.patient().await;
+    let doctor = format!("doctor:{}", f.doctor.id);
+    let mut ws = app.ws_connect(Some(&token), false).await;
+    ws.subscribe(json!({"type": "subscribe", "topic": "me"}))
+        .await;
+    ws.subscribe(json!({"type": "subscribe", "topic": doctor}))
+        .await;
+
+    let m = ws.recv_within(8).await.expect("an expiry notice");
+    assert_eq!(
+        (m["type"].as_str(), m["code"].as_str()),
+        (Some("error"), Some("token_expired")),
+        "{m}"
+    );
+    // Her own booking (made with a fresh token over HTTP) still shows on the
+    // public doctor topic, but no longer on `me`.
+    let fresh = app.state.keys.issue(&ann).unwrap();
+    expect(
+        app.book(&fresh, f.doctor.id, tomorrow_at(9, 0), None).await,
+        201,
+    )
+    .await;
+    let d = ws.recv().await;
+    assert_eq!(d["topic"], doctor.as_str(), "{d}");
+    assert!(
+        ws.recv_within(1).await.is_none(),
+        "nothing more: `me` is closed"
+    );
+    ws.send(json!({"type": "subscribe", "topic": "me"})).await;
+    assert_eq!(ws.recv().await["code"], "unauthorized");
+
+    // Nobody else may take over the connection; the same user may go on.
+    let intruder = app.state.keys.issue(&bob).unwrap();
+    ws.send(json!({"type": "auth", "token": intruder})).await;
+    assert_eq!(ws.recv().await["code"], "already_authenticated");
+    let fresh = app.state.keys.issue(&ann).unwrap();
+    ws.send(json!({"type": "auth", "token": fresh})).await;
+    assert_eq!(ws.recv().await["type"], "authenticated");
+    let me = ws
+        .subscribe(json!({"type": "subscribe", "topic": "me"}))
+        .await;
+    assert_eq!(
+        me["data"]["appointments"].as_array().map(Vec::len),
+        Some(1),
+        "{me}"
+    );
+}
+
+#[actix_web::test]
+async fn a_connection_watches_at_most_max_subscriptions_topics() {
+    let app = spawn_app_with(Options {
+        settings: Some(std::sync::Arc::new(|s| s.live.max_subscriptions = 2)),
+        ..Options::default()
+    })
+    .await;
+    let f = app.fixture().await;
+    let g = app
+        .doctor_in(f.clinic, "Dr. Second", "08:00", "18:00")
+        .await;
+    let mut ws = app.ws_connect(None, false).await;
+    ws.subscribe(json!({"type": "subscribe", "topic": format!("doctor:{}", f.doctor.id)}))
+        .await;
+    ws.subscribe(json!({"type": "subscribe", "topic": format!("clinic:{}", f.clinic)}))
+        .await;
+    let third = format!("doctor:{}", g.doctor.id);
+    ws.send(json!({"type": "subscribe", "topic": third})).await;
+    let m = ws.recv().await;
+    assert_eq!(
+        (m["code"].as_str(), m["topic"].as_str()),
+        (Some("too_many_subscriptions"), Some(third.as_str())),
+        "{m}"
+    );
+    // Leaving one makes room.
+    ws.send(json!({"type": "unsubscribe", "topic": format!("clinic:{}", f.clinic)}))
+        .await;
+    ws.subscribe(json!({"type": "subscribe", "topic": third}))
+        .await;
+}

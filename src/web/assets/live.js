@@ -48,6 +48,15 @@ export class Live {
     if (token) this.send({ type: "auth", token });
   }
 
+  /** After `token_expired`: a fresh token, then the private topics again
+   * (resuming, so nothing in between is lost). */
+  async renew() {
+    await this.reauth();
+    for (const topic of this.topics.keys()) {
+      if (topic === "me" || topic.startsWith("provider:")) this.sendSubscribe(topic);
+    }
+  }
+
   async connect() {
     clearTimeout(this.timer);
     const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/live`;
@@ -64,6 +73,12 @@ export class Live {
     ws.onmessage = (e) => {
       let m;
       try { m = JSON.parse(e.data); } catch { return; }
+      if (m.type === "error" && m.code === "token_expired") {
+        // The server closed `me` / `provider:` when the access token ran
+        // out: send a fresh one and pick them up again from the last seq.
+        this.renew();
+        return;
+      }
       const s = m.topic && this.topics.get(m.topic);
       if (!s) return;
       if (m.type === "snapshot") {
