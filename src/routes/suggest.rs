@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{State, parse_instant};
 use crate::{
+    audit::{Action, Actor, Audit, Outcome},
     auth::AuthUser,
+    domain::Role,
     error::ApiError,
     suggest::{has_outcome, past_appointment},
 };
@@ -70,6 +72,7 @@ pub struct SuggestionsOut {
 pub async fn suggestions(
     state: State,
     user: AuthUser,
+    audit: Audit,
     path: web::Path<String>,
     q: web::Query<SuggestQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -122,6 +125,18 @@ pub async fn suggestions(
             .map_or(start, |s| s.end)
     };
 
+    // Ranking reads the patient's visit history and the shown slots are
+    // stored against them: a read of their data, recorded before it runs.
+    if user.role == Role::Patient {
+        audit
+            .own(
+                Actor::user(&user),
+                Action::PatientRead,
+                user.id,
+                Outcome::Success,
+            )
+            .await?;
+    }
     let (ranking, note, ranked) = match state.suggester.current() {
         Some(model) => {
             let history: Vec<_> = state

@@ -887,3 +887,191 @@ async fn malformed_and_locked_out_logins_are_recorded() {
     assert!(failed[2]["resource_id"].is_null());
     assert!(failed.iter().all(|e| e["outcome"] == "denied"));
 }
+
+#[actix_web::test]
+async fn every_request_touching_a_patients_data_leaves_exactly_one_entry() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (patient, pt) = app.patient().await;
+    let (doctor_user, dt) = app.user(Role::Doctor, Some(&f.doctor), None).await;
+    // An admin of every clinic: a patient's own reads (profile, list) name
+    // no clinic, so a one-clinic admin does not see them.
+    let (_, admin) = app.user(Role::ClinicAdmin, None, None).await;
+    // A visit that began an hour ago, written before the calendar loads
+    // (nobody books the past), for the doctor to mark.
+    let past = uuid::Uuid::now_v7();
+    app.insert_raw(crate::helpers::RawAppointment {
+        id: past,
+        doctor: f.doctor.id.0,
+        patient: patient.id.0,
+        visit_type: f.visit_type.0,
+        start: chrono::Utc::now() - Duration::hours(1),
+        minutes: 30,
+        status: "booked",
+        hold_expires_at: None,
+    })
+    .await;
+    let booked = expect(app.book(&pt, f.doctor.id, later(9), None).await, 201).await;
+    let id = booked["id"].as_str().unwrap().to_string();
+    let doctor = f.doctor.id;
+    let put = |path: String, body: Value, token: String| {
+        let r = app
+            .client
+            .put(app.url(&path))
+            .bearer_auth(token)
+            .json(&body)
+            .send();
+        async move { r.await.unwrap() }
+    };
+
+    // (what the request is, who made it, the entry it must leave)
+    let steps: [(&str, &str, &str); 10] = [
+        ("list own appointments", "patient", "appointment.list"),
+        ("history", "patient", "appointment.read"),
+        ("ics download", "patient", "appointment.read"),
+        ("details update", "patient", "appointment.details_update"),
+        ("reschedule", "patient", "appointment.reschedule"),
+        ("suggestions", "patient", "patient.read"),
+        ("profile", "patient", "patient.read"),
+        ("export", "patient", "patient.export"),
+        ("outcome", "doctor", "appointment.outcome"),
+        ("day schedule", "doctor", "doctor.day_read"),
+    ];
+    let mut seen =
+        not_reads_of_the_log(entries(&app, &admin, &format!("patient_id={}", patient.id)).await)
+            .len();
+    for (what, who, action) in steps {
+        let r = match what {
+            "list own appointments" => app.get(&pt, "/api/v1/appointments").await,
+            "history" => {
+                app.get(&pt, &format!("/api/v1/appointments/{id}/history"))
+                    .await
+            }
+            "ics download" => {
+                app.get(&pt, &format!("/api/v1/appointments/{id}/ics"))
+                    .await
+            }
+            "details update" => {
+                put(
+                    format!("/api/v1/appointments/{id}/details"),
+                    json!({"reason": "follow-up"}),
+                    pt.clone(),
+                )
+                .await
+            }
+            "reschedule" => {
+                app.post(
+                    &pt,
+                    &format!("/api/v1/appointments/{id}/reschedule"),
+                    json!({"start": later(10)}),
+                )
+                .await
+            }
+            "suggestions" => {
+                app.get(&pt, &format!("/api/v1/doctors/{doctor}/suggestions"))
+                    .await
+            }
+            "profile" => app.get(&pt, "/api/v1/me/profile").await,
+            "export" => app.get(&pt, "/api/v1/me/export").await,
+            "outcome" => {
+                app.post(
+                    &dt,
+                    &format!("/api/v1/appointments/{past}/outcome"),
+                    json!({"status": "completed"}),
+                )
+                .await
+            }
+            "day schedule" => app.get(&dt, &format!("/api/v1/doctors/{doctor}/day")).await,
+            other => unreachable!("{other}"),
+        };
+        assert!(r.status().is_success(), "{what}: {}", r.status());
+        // The day schedule is about the doctor's calendar, not one patient.
+        let query = if what == "day schedule" {
+            format!("actor_id={}", doctor_user.id)
+        } else {
+            format!("patient_id={}", patient.id)
+        };
+        let list = not_reads_of_the_log(entries(&app, &admin, &query).await);
+        if what == "day schedule" {
+            assert_eq!(actions(&list).last(), Some(&action), "{what}");
+            continue;
+        }
+        assert_eq!(
+            list.len(),
+            seen + 1,
+            "{what}: one new entry: {:?}",
+            actions(&list)
+        );
+        let e = list.last().unwrap();
+        assert_eq!(e["action"], action, "{what}");
+        assert_eq!(e["actor_role"], who, "{what}");
+        assert_eq!(e["outcome"], "success", "{what}");
+        assert_eq!(e["client_ip"], "127.0.0.1", "{what}");
+        seen = list.len();
+    }
+}
+
+#[actix_web::test]
+async fn erasure_keeps_the_clinics_statistics_and_the_chain_valid() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (patient, pt) = app.patient().await;
+    let (other, _) = app.patient().await;
+    let (_, admin) = app.user(Role::ClinicAdmin, None, Some(f.clinic)).await;
+    // Past visits of the patient and of someone else, some kept, some missed.
+    for (days, who, status) in [
+        (2, patient.id.0, "completed"),
+        (3, patient.id.0, "no_show"),
+        (9, patient.id.0, "completed"),
+        (4, other.id.0, "completed"),
+    ] {
+        app.insert_raw(crate::helpers::RawAppointment {
+            id: uuid::Uuid::now_v7(),
+            doctor: f.doctor.id.0,
+            patient: who,
+            visit_type: f.visit_type.0,
+            start: chrono::Utc::now() - Duration::days(days),
+            minutes: 30,
+            status,
+            hold_expires_at: None,
+        })
+        .await;
+    }
+    expect(app.book(&pt, f.doctor.id, later(9), None).await, 201).await;
+    let stats = format!("/api/v1/doctors/{}/stats?weeks=4", f.doctor.id);
+    let before = expect(app.get(&admin, &stats).await, 200).await;
+    assert_eq!(before["no_show_rate"], 0.25, "{before}");
+
+    let r = app
+        .post(&pt, "/api/v1/me/erase", json!({"password": "password-123"}))
+        .await;
+    expect(r, 200).await;
+
+    // The clinic's past weeks read the same: nothing about who came is
+    // needed for them. (Only a future visit was cancelled.)
+    let after = expect(app.get(&admin, &stats).await, 200).await;
+    for key in [
+        "bookings_per_day",
+        "completed",
+        "no_show",
+        "no_show_rate",
+        "no_show_by_week",
+        "fill_by_hour",
+    ] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+    // And the audit chain, which holds the patient's id but no data, is
+    // whole and verifies.
+    assert!(matches!(
+        audit::verify(audit_store(&app).as_ref(), 3).await.unwrap(),
+        Verdict::Ok { .. }
+    ));
+    // (A patient's own request names no clinic: the platform admin sees it.)
+    let (_, platform) = app.user(Role::ClinicAdmin, None, None).await;
+    let list = entries(&app, &platform, &format!("patient_id={}", patient.id)).await;
+    assert!(
+        actions(&list).contains(&"patient.erase"),
+        "{:?}",
+        actions(&list)
+    );
+}
