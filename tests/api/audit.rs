@@ -27,13 +27,6 @@ fn audit_store(app: &TestApp) -> Arc<dyn AuditStore> {
     audit::open(&backend(&app.database)).unwrap()
 }
 
-fn database_url(db: &TestDb) -> String {
-    match db {
-        TestDb::Postgres(name) => format!("{PG}/{name}"),
-        TestDb::Sqlite(path) => format!("sqlite://{}", path.display()),
-    }
-}
-
 /// Runs raw SQL behind the server's back: `pg` on PostgreSQL, `lite` on
 /// SQLite. Returns the database's error, if any.
 async fn raw(app: &TestApp, pg: &str, lite: &str) -> Result<(), String> {
@@ -676,7 +669,7 @@ async fn the_verify_command_reports_ok_and_exits_non_zero_on_a_break() {
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_docspot"))
             .args(["audit", "verify", "--batch", "2"])
-            .env("DOCSPOT_DATABASE_URL", database_url(&app.database))
+            .env("DOCSPOT_DATABASE_URL", app.database.url())
             .output()
             .unwrap()
     };

@@ -53,7 +53,8 @@ impl TestDb {
         }
     }
 
-    fn url(&self) -> String {
+    /// The `database_url` setting that opens this database.
+    pub fn url(&self) -> String {
         match self {
             TestDb::Postgres(name) => format!("{PG}/{name}"),
             TestDb::Sqlite(path) => format!("sqlite://{}", path.display()),
