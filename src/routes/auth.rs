@@ -376,3 +376,29 @@ fn token_response(
 
 /// argon2id hash of a random string nobody knows.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2fQ3mQ5vYtq0cC6ZzP1nq1oQyJm1S6mJ4V7Xb0b9QmI";
+
+#[cfg(test)]
+mod tests {
+    use argon2::{Argon2, PasswordHash};
+
+    use super::*;
+
+    /// An unknown e-mail must cost what a known one costs, or the answer
+    /// time tells who has an account: the dummy hash has to be a valid
+    /// argon2id hash with the very parameters real hashes get.
+    #[test]
+    fn the_dummy_hash_costs_what_a_real_one_does() {
+        let dummy = PasswordHash::new(DUMMY_HASH).expect("a valid PHC string");
+        let real_hash = crate::auth::hash_password("correct horse").unwrap();
+        let real = PasswordHash::new(&real_hash).unwrap();
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(dummy.params, real.params);
+        let defaults = Argon2::default();
+        assert_eq!(
+            dummy.params.get_decimal("m"),
+            Some(defaults.params().m_cost())
+        );
+        assert!(!verify_password("correct horse", DUMMY_HASH));
+    }
+}
