@@ -124,6 +124,20 @@ pub struct SlotsOut {
     pub slots: Vec<SlotOut>,
 }
 
+/// `from`..`to` (RFC 3339) of a query, at most `limits.max_slot_query_days`
+/// long: no one asks for ten years at once.
+fn bounded_range(state: &State, from: &str, to: &str) -> Result<TimeRange, ApiError> {
+    let range = TimeRange::new(parse_instant("from", from)?, parse_instant("to", to)?)?;
+    let max = Duration::days(state.settings.limits.max_slot_query_days);
+    if range.duration() > max {
+        return Err(ApiError::unprocessable(
+            "range_too_long",
+            format!("ask for at most {} days at a time", max.num_days()),
+        ));
+    }
+    Ok(range)
+}
+
 /// Free slots of a doctor, computed by the doctor's calendar in memory.
 #[utoipa::path(get, path = "/api/v1/doctors/{id}/slots", tag = "doctors", params(SlotQuery),
     responses((status = 200, body = SlotsOut), (status = 404, body = crate::error::Problem),
@@ -140,14 +154,7 @@ pub async fn doctor_slots(
             "from and to (RFC 3339) are required",
         ));
     };
-    let range = TimeRange::new(parse_instant("from", from)?, parse_instant("to", to)?)?;
-    let max = Duration::days(state.settings.limits.max_slot_query_days);
-    if range.duration() > max {
-        return Err(ApiError::unprocessable(
-            "range_too_long",
-            format!("ask for at most {} days at a time", max.num_days()),
-        ));
-    }
+    let range = bounded_range(&state, from, to)?;
     let visit_type = q
         .visit_type
         .as_deref()
@@ -326,6 +333,14 @@ pub struct ListQuery {
     /// For clinic admins (required) and doctors: whose calendar.
     #[param(format = Uuid)]
     pub doctor_id: Option<String>,
+    /// With `to`: only appointments overlapping `from`..`to` (RFC 3339, at
+    /// most `limits.max_slot_query_days` long). Without both: a patient's
+    /// whole list, or a calendar's last year and next two.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// End of the window (exclusive); see `from`.
+    #[param(format = DateTime)]
+    pub to: Option<String>,
 }
 
 /// Appointment list.
@@ -345,6 +360,16 @@ pub async fn list_appointments(
     audit: Audit,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let window = match (&q.from, &q.to) {
+        (Some(from), Some(to)) => Some(bounded_range(&state, from, to)?),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "missing_range",
+                "give both from and to (RFC 3339), or neither",
+            ));
+        }
+    };
     let list = match user.role {
         Role::Patient => {
             audit
@@ -355,7 +380,11 @@ pub async fn list_appointments(
                     Outcome::Success,
                 )
                 .await?;
-            state.store.patient_appointments(user.id).await?
+            let mut v = state.store.patient_appointments(user.id).await?;
+            if let Some(w) = window {
+                v.retain(|a| a.time.overlaps(&w));
+            }
+            v
         }
         Role::Doctor | Role::ClinicAdmin => {
             let doctor = match (&q.doctor_id, user.doctor_id) {
@@ -373,7 +402,10 @@ pub async fn list_appointments(
                 .calendar(&user, Action::AppointmentList, d.id, d.clinic_id)
                 .await?;
             let now = chrono::Utc::now();
-            let range = TimeRange::new(now - Duration::days(366), now + Duration::days(731))?;
+            let range = match window {
+                Some(w) => w,
+                None => TimeRange::new(now - Duration::days(366), now + Duration::days(731))?,
+            };
             let mut v = state.store.doctor_appointments(doctor, range).await?;
             v.reverse();
             v

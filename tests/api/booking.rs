@@ -572,3 +572,61 @@ async fn slots_follow_the_clinic_zone_across_dst() {
     assert_eq!(day["appointments"].as_array().unwrap().len(), 1);
     assert_eq!(day["utc_offset_at_start"], "-04:00");
 }
+
+#[actix_web::test]
+async fn appointment_lists_take_a_bounded_window() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, ann) = app.patient().await;
+    let (_, doc) = app.user(Role::Doctor, Some(&f.doctor), None).await;
+    let near = tomorrow_at(9, 0);
+    let far = tomorrow_at(10, 0) + Duration::days(10);
+    for start in [near, far] {
+        expect(app.book(&ann, f.doctor.id, start, None).await, 201).await;
+    }
+    let window = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        format!(
+            "from={}&to={}",
+            urlencoding(&from.to_rfc3339()),
+            urlencoding(&to.to_rfc3339())
+        )
+    };
+    let week = window(near - Duration::hours(1), near + Duration::days(7));
+    for (token, path) in [
+        (&ann, format!("/api/v1/appointments?{week}")),
+        (&doc, format!("/api/v1/appointments?{week}")),
+    ] {
+        let list = expect(app.get(token, &path).await, 200).await;
+        let starts: Vec<&str> = list["appointments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["start"].as_str().unwrap())
+            .collect();
+        assert_eq!(starts.len(), 1, "{list}");
+        assert_eq!(starts[0].parse::<DateTime<Utc>>().unwrap(), near);
+    }
+    // Without a window: everything.
+    let all = expect(app.get(&doc, "/api/v1/appointments").await, 200).await;
+    assert_eq!(all["appointments"].as_array().unwrap().len(), 2);
+    // Half a window, or ten years of one, is a client mistake.
+    let r = app
+        .get(
+            &doc,
+            &format!(
+                "/api/v1/appointments?from={}",
+                urlencoding(&near.to_rfc3339())
+            ),
+        )
+        .await;
+    assert_eq!(expect(r, 422).await["code"], "missing_range");
+    let decade = window(near, near + Duration::days(3650));
+    let r = app
+        .get(&doc, &format!("/api/v1/appointments?{decade}"))
+        .await;
+    assert_eq!(expect(r, 422).await["code"], "range_too_long");
+}
+
+fn urlencoding(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}

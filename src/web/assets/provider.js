@@ -49,15 +49,18 @@ async function onSession(c) {
 async function refresh() {
   if (!doctor) return;
   try {
+    // The next seven days only: a refresh per alert must stay cheap.
+    const now = Date.now(), end = now + 7 * 86_400_000;
+    const window = `from=${encodeURIComponent(new Date(now).toISOString())}` +
+      `&to=${encodeURIComponent(new Date(end).toISOString())}`;
     const [dayR, all, st] = await Promise.all([
       api.get(`/api/v1/doctors/${doctor.id}/day`),
-      api.get(`/api/v1/appointments`),
+      api.get(`/api/v1/appointments?doctor_id=${doctor.id}&${window}`),
       api.get(`/api/v1/doctors/${doctor.id}/stats?weeks=${WEEKS}`),
     ]);
     todayList = dayR.appointments.filter((a) => a.status !== "held");
-    const now = Date.now(), end = now + 7 * 86_400_000;
     weekList = all.appointments
-      .filter((a) => a.status === "booked" && Date.parse(a.end) > now && Date.parse(a.start) < end)
+      .filter((a) => a.status === "booked")
       .sort((a, b) => a.start.localeCompare(b.start));
     stats = st;
     render();
