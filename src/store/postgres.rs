@@ -16,14 +16,11 @@
 //! when several nodes write for the doctor: a reader paging with
 //! `id > last_seen` cannot skip an alert that commits late.
 
-use std::{
-    str::FromStr,
-    sync::{Arc, OnceLock},
-};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, ManagerConfig, Pool, RecyclingMethod};
 use docspot_actors::{
     domain::{
         Appointment, AppointmentId, AppointmentStatus, AvailabilityException, AvailabilityRule,
@@ -33,10 +30,14 @@ use docspot_actors::{
     store::{AuditNote, CalendarStore, OpError, StoreError, Write, WriteOp},
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{NoTls, Row, error::SqlState};
+use tokio_postgres::{Row, error::SqlState};
 use uuid::Uuid;
 
+mod connect;
 mod privacy;
+
+pub use connect::ConnectError;
+use connect::Target;
 
 use super::privacy::{SealedUser, open_user};
 use super::{
@@ -73,15 +74,15 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 /// Creates the database named in `url` if it does not exist yet.
 pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
-    let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
-    let name = cfg
+    let target = Target::parse(url).map_err(unavailable)?;
+    let name = target
+        .config
         .get_dbname()
         .ok_or_else(|| StoreError("database URL names no database".into()))?
         .to_string();
-    let mut admin = cfg.clone();
-    admin.dbname("postgres");
-    let (client, conn) = admin.connect(NoTls).await.map_err(unavailable)?;
-    tokio::spawn(conn);
+    let mut admin = target.clone();
+    admin.config.dbname("postgres");
+    let client = admin.connect().await.map_err(unavailable)?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await
@@ -105,9 +106,11 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
 /// Applies pending migrations. An advisory lock keeps two nodes starting at
 /// once from racing over the schema.
 pub async fn migrate(url: &str) -> Result<usize, StoreError> {
-    let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
-    let (mut client, conn) = cfg.connect(NoTls).await.map_err(unavailable)?;
-    tokio::spawn(conn);
+    let mut client = Target::parse(url)
+        .map_err(unavailable)?
+        .connect()
+        .await
+        .map_err(unavailable)?;
     client
         .execute("SELECT pg_advisory_lock(7243110)", &[])
         .await
@@ -126,9 +129,11 @@ pub async fn migrate(url: &str) -> Result<usize, StoreError> {
 /// Applies migrations up to and including `version` only (tests build
 /// databases as older releases left them).
 pub async fn migrate_to(url: &str, version: i32) -> Result<usize, StoreError> {
-    let cfg = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
-    let (mut client, conn) = cfg.connect(NoTls).await.map_err(unavailable)?;
-    tokio::spawn(conn);
+    let mut client = Target::parse(url)
+        .map_err(unavailable)?
+        .connect()
+        .await
+        .map_err(unavailable)?;
     let report = embedded::migrations::runner()
         .set_target(refinery::Target::Version(version))
         .run_async(&mut client)
@@ -140,14 +145,11 @@ pub async fn migrate_to(url: &str, version: i32) -> Result<usize, StoreError> {
 /// A pool of at most `size` connections to `url`, opened lazily (shared by
 /// the store and the audit log, each with a pool of its own).
 pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, String> {
-    let cfg = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
-    let mgr = Manager::from_config(
-        cfg,
-        NoTls,
-        ManagerConfig {
+    let mgr = Target::parse(url)
+        .map_err(|e| e.to_string())?
+        .manager(ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
-        },
-    );
+        });
     Pool::builder(mgr)
         .max_size(size)
         .build()

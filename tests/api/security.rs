@@ -597,3 +597,67 @@ async fn wrong_methods_get_405_with_allow() {
         .unwrap();
     assert_eq!(expect(r, 404).await["code"], "not_found");
 }
+
+/// Debian's PostgreSQL serves this self-signed certificate for `localhost`:
+/// here it stands in for the private CA a production database would have.
+const PG_SERVER_CERT: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+#[actix_web::test]
+async fn postgresql_is_reached_over_verified_tls_when_the_url_asks() {
+    use secrecy::ExposeSecret;
+    let tls_url = |url: &str, root: Option<&str>| {
+        let url = url.replace("@127.0.0.1:", "@localhost:");
+        match root {
+            Some(r) => format!("{url}?sslmode=require&sslrootcert={r}"),
+            None => format!("{url}?sslmode=require"),
+        }
+    };
+    let app = spawn_app_with(Options {
+        backend: Some(crate::helpers::Kind::Postgres),
+        settings: Some(Arc::new(move |s| {
+            s.database_url = tls_url(s.database_url.expose_secret(), Some(PG_SERVER_CERT)).into();
+        })),
+        ..Default::default()
+    })
+    .await;
+    let pg = app.pg().await;
+    let ssl: String = pg.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    assert_eq!(
+        ssl, "on",
+        "this test needs PostgreSQL with ssl = on (Debian's default)"
+    );
+    let f = app.fixture().await;
+    let (_, ann) = app.patient().await;
+    let r = app
+        .book(&ann, f.doctor.id, crate::helpers::tomorrow_at(9, 0), None)
+        .await;
+    expect(r, 201).await;
+    // Every connection DocSpot holds to its database is encrypted.
+    let rows = pg
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "DocSpot has connections open");
+    assert!(
+        rows.iter().all(|r| r.get::<_, bool>(0)),
+        "all of them over TLS"
+    );
+
+    // A certificate nobody vouches for (Debian's self-signed one, checked
+    // against the public roots) stops start-up with a clear error.
+    let mut settings = app.state.settings.clone();
+    settings.database_url = tls_url(&app.database.url(), None).into();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = Application::from_listener(settings, listener)
+        .await
+        .err()
+        .expect("start-up fails");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
