@@ -68,6 +68,37 @@ async fn pages_and_assets_are_served_with_the_page_policy_and_etags() {
         .unwrap();
     assert_eq!(manifest["start_url"], "/");
     assert_eq!(manifest["display"], "standalone");
+    // PNG icons of the sizes installers ask for (192 and 512 px, one
+    // maskable), and real PNGs of those sizes.
+    let icons = manifest["icons"].as_array().unwrap();
+    for (size, purpose) in [(192, "any"), (512, "any"), (512, "maskable")] {
+        let icon = icons
+            .iter()
+            .find(|i| {
+                i["type"] == "image/png"
+                    && i["sizes"] == format!("{size}x{size}")
+                    && i["purpose"] == purpose
+            })
+            .unwrap_or_else(|| panic!("no {size} px {purpose} PNG icon in {manifest}"));
+        assert_png(&app, icon["src"].as_str().unwrap(), size).await;
+    }
+    // The home-screen icon iOS asks for, linked from every page.
+    assert_png(&app, "/assets/apple-touch-icon.png", 180).await;
+    for page in ["/", "/provider", "/display/x"] {
+        let html = app
+            .client
+            .get(app.url(page))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains(r#"<link rel="apple-touch-icon" href="/assets/apple-touch-icon.png">"#),
+            "{page}"
+        );
+    }
 
     // Unknown assets are a problem+json 404, and the API keeps its policy.
     let r = app
@@ -89,6 +120,18 @@ async fn pages_and_assets_are_served_with_the_page_policy_and_etags() {
         "default-src 'none'; frame-ancestors 'none'"
     );
     assert_eq!(header(&r, "cache-control"), "no-store");
+}
+
+/// `path` is served as a PNG of `size`×`size` pixels (read from IHDR).
+async fn assert_png(app: &crate::helpers::TestApp, path: &str, size: u32) {
+    let r = app.client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    assert_eq!(header(&r, "content-type"), "image/png", "{path}");
+    let png = r.bytes().await.unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{path}");
+    assert_eq!(&png[12..16], b"IHDR", "{path}");
+    let dim = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((dim(16), dim(20)), (size, size), "{path}");
 }
 
 #[actix_web::test]

@@ -1,12 +1,12 @@
 // DocSpot service worker: keeps the app shell for offline start (the pages
 // show "Reconnecting…" until the server is back). API calls and the live
 // socket always go to the network: appointment data is never cached.
-const CACHE = "docspot-shell-v1";
+const CACHE = "docspot-shell-v2";
 const SHELL = [
   "/", "/provider", "/manifest.webmanifest",
   "/assets/app.css", "/assets/i18n.js", "/assets/api.js", "/assets/live.js", "/assets/ui.js",
   "/assets/patient.js", "/assets/display.js", "/assets/provider.js", "/assets/display.html",
-  "/assets/icon.svg",
+  "/assets/icon.svg", "/assets/icon-192.png",
 ];
 
 self.addEventListener("install", (e) => {
