@@ -96,9 +96,21 @@ function toast(a) {
   setTimeout(() => box.remove(), 15_000);
 }
 
-function notify(a) {
+/** A browser notification while the page is in the background. The page's
+ * own `new Notification()` works on desktops; Android Chrome throws
+ * ("use ServiceWorkerRegistration.showNotification()"), so then the service
+ * worker shows it. */
+async function notify(a) {
   if (!("Notification" in window) || Notification.permission !== "granted" || document.hasFocus()) return;
-  try { new Notification("DocSpot", { body: alertText(a), tag: `alert-${a.id}`, icon: "/assets/icon.svg" }); } catch { /* some platforms need the worker */ }
+  const options = { body: alertText(a), tag: `alert-${a.id}`, icon: "/assets/icon-192.png" };
+  try {
+    new Notification("DocSpot", options);
+    return;
+  } catch { /* Android: only the worker may show one */ }
+  try {
+    const reg = await navigator.serviceWorker?.ready;
+    await reg?.showNotification("DocSpot", options);
+  } catch { /* no worker: the in-page toast and alert list remain */ }
 }
 
 function renderAlerts() {

@@ -33,3 +33,13 @@ self.addEventListener("fetch", (e) => {
         ?? (url.pathname.startsWith("/display/") ? caches.match("/assets/display.html") : caches.match("/"))),
   );
 });
+
+// A notification the provider page asked the worker to show (Android):
+// clicking it brings the provider screen back.
+self.addEventListener("notificationclick", (e) => {
+  e.notification.close();
+  e.waitUntil(self.clients.matchAll({ type: "window" }).then((list) => {
+    const open = list.find((w) => new URL(w.url).pathname === "/provider");
+    return open ? open.focus() : self.clients.openWindow("/provider");
+  }));
+});
