@@ -170,10 +170,17 @@ function showHold() {
   show($("hold"), true);
   $("hold-when").textContent = dateTime(h.start, state.doctor.time_zone);
   clearInterval(countdownTimer);
+  // The countdown itself is not read out (aria-live off: every second would
+  // drown everything else); the message line announces the last minute once.
+  let warned = false;
   const tick = () => {
     const left = Math.max(0, Math.round((Date.parse(h.hold_expires_at) - Date.now()) / 1000));
     const mmss = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
     $("hold-countdown").textContent = t("hold_expires", { time: mmss });
+    if (left > 0 && left <= 60 && !warned) {
+      warned = true;
+      message(t("hold_one_minute"));
+    }
     if (left === 0) {
       clearInterval(countdownTimer);
       state.hold = null;
