@@ -314,6 +314,21 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
         third.parse::<chrono::DateTime<Utc>>().unwrap()
     );
 
+    // The message line follows a language switch (it is not left in the
+    // language it was first shown in).
+    a.wait_for(
+        "the reschedule message",
+        SECS_5,
+        "const m = document.getElementById('message'); return !m.hidden && m.textContent.startsWith('Moved to');",
+        json!([]),
+    )
+    .await;
+    let switch = "const s = document.getElementById('lang'); s.value = arguments[0]; s.dispatchEvent(new Event('change'));";
+    a.js(switch, json!(["de"])).await;
+    let shown = a.text("#message").await;
+    assert!(shown.starts_with("Verschoben auf Mi."), "{shown}");
+    a.js(switch, json!(["en"])).await;
+
     // Installable: the service worker is active and the manifest linked.
     a.wait_for(
         "the service worker",
@@ -732,6 +747,15 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     assert_eq!(app.raw_status(missed_id).await.0, "no_show");
 
     // German, from the one strings table; times still in the clinic zone.
+    // A toast already on screen switches too.
+    expect(app.book(&token, fx.doctor.id, slots[3], None).await, 201).await;
+    b.wait_for(
+        "the toast for the new booking",
+        SECS_5,
+        "return document.querySelectorAll('.toast').length >= 1",
+        json!([]),
+    )
+    .await;
     b.js(
         "const s = document.getElementById('lang'); s.value = 'de'; s.dispatchEvent(new Event('change'));",
         json!([]),
@@ -744,6 +768,23 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
         json!([]),
     )
     .await;
+    let toasts = b
+        .js(
+            "return [...document.querySelectorAll('.toast')].map((t) => t.textContent)",
+            json!([]),
+        )
+        .await;
+    let toasts = toasts.as_array().unwrap();
+    assert!(!toasts.is_empty());
+    for t in toasts {
+        let t = t.as_str().unwrap();
+        assert!(
+            ["Neue Buchung:", "Abgesagt:", "Verschoben auf"]
+                .iter()
+                .any(|p| t.starts_with(p)),
+            "a toast left in English: {t}"
+        );
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         b.js("const m = document.getElementById('message'); return m.hidden || !m.classList.contains('error')", json!([]))

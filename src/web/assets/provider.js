@@ -4,7 +4,7 @@
 import { t, languageSwitch, time, day, dateTime, localDate } from "./i18n.js";
 import * as api from "./api.js";
 import { Live } from "./live.js";
-import { el, show, message, clear, registerWorker } from "./ui.js";
+import { el, show, message, clear, registerWorker, retranslate } from "./ui.js";
 
 registerWorker();
 
@@ -62,7 +62,7 @@ async function refresh() {
     stats = st;
     render();
   } catch (e) {
-    message(t("error", { detail: e.message }), true);
+    message(() => t("error", { detail: e.message }), true);
   }
 }
 
@@ -85,13 +85,15 @@ function onAlert(m) {
     notify(a);
     refresh();
   } else if (m.type === "error") {
-    message(t("error", { detail: m.message }), true);
+    message(() => t("error", { detail: m.message }), true);
   }
   renderAlerts();
 }
 
+const toastAlerts = new WeakMap();
 function toast(a) {
   const box = el("div", { class: `toast ${a.kind}`, role: "status" }, alertText(a));
+  toastAlerts.set(box, a); // re-rendered on a language switch
   $("toasts").prepend(box);
   setTimeout(() => box.remove(), 15_000);
 }
@@ -131,7 +133,7 @@ async function outcome(a, status) {
     await api.post(`/api/v1/appointments/${a.id}/outcome`, { status });
     refresh();
   } catch (e) {
-    message(t("error", { detail: e.message }), true);
+    message(() => t("error", { detail: e.message }), true);
   }
 }
 
@@ -224,7 +226,7 @@ $("signin-form").addEventListener("submit", async (e) => {
     await api.signIn($("email").value.trim(), $("password").value);
     $("password").value = "";
   } catch (err) {
-    message(t("error", { detail: err.message }), true);
+    message(() => t("error", { detail: err.message }), true);
   }
 });
 $("sign-out").addEventListener("click", () => api.signOut());
@@ -233,6 +235,10 @@ $("notify").addEventListener("click", async () => {
   renderAlerts();
 });
 languageSwitch($("lang"), () => {
+  retranslate();
+  $("toasts").querySelectorAll(".toast").forEach((b) => {
+    if (toastAlerts.has(b)) b.textContent = alertText(toastAlerts.get(b));
+  });
   const c = api.claims();
   $("who").textContent = c ? t("signed_in_as", { role: c.role }) : "";
   if (doctor) $("zone-note").textContent = `${doctor.name} · ${t("times_in", { zone: zone() })}`;
