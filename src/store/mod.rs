@@ -486,4 +486,13 @@ pub trait Store: CalendarStore + PrivacyStore {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<ProviderAlert>, StoreError>;
+
+    /// Every alert about one of the doctor's appointments, oldest first: its
+    /// history of changes (the outbox is append-only), which the `.ics`
+    /// export turns into `SEQUENCE` and `LAST-MODIFIED`.
+    async fn appointment_alerts(
+        &self,
+        doctor: DoctorId,
+        appointment: AppointmentId,
+    ) -> Result<Vec<ProviderAlert>, StoreError>;
 }

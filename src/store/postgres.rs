@@ -1920,4 +1920,23 @@ impl Store for PgStore {
             .map_err(unavailable)?;
         rows.iter().map(provider_alert).collect()
     }
+
+    async fn appointment_alerts(
+        &self,
+        doctor: DoctorId,
+        appointment: AppointmentId,
+    ) -> Result<Vec<ProviderAlert>, StoreError> {
+        let client = self.client().await?;
+        // The doctor's index narrows the scan to one calendar.
+        let rows = client
+            .query(
+                "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
+                    previous_start, status
+                 FROM provider_alerts WHERE doctor_id = $1 AND appointment_id = $2 ORDER BY id",
+                &[&doctor.0, &appointment.0],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(provider_alert).collect()
+    }
 }

@@ -1926,6 +1926,24 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn appointment_alerts(
+        &self,
+        doctor: DoctorId,
+        appointment: AppointmentId,
+    ) -> Result<Vec<ProviderAlert>, StoreError> {
+        self.read(move |conn| {
+            // The doctor's index narrows the scan to one calendar.
+            conn.prepare_cached(
+                "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
+                    previous_start, status
+                 FROM provider_alerts WHERE doctor_id = ?1 AND appointment_id = ?2 ORDER BY id",
+            )?
+            .query_map(params![uid(doctor.0), uid(appointment.0)], provider_alert)?
+            .collect()
+        })
+        .await
+    }
 }
 
 /// Cancels every lapsed hold in one transaction.

@@ -5,6 +5,11 @@
 //! the same, correct text: escaped TEXT values (§3.3.11), lines folded at 75
 //! octets without splitting a UTF-8 character (§3.1), CRLF line ends, and
 //! times in UTC (`…Z`, §3.3.5 form #2) so no VTIMEZONE block is needed.
+//!
+//! A visit that was moved or cancelled exports with a higher `SEQUENCE` and
+//! a later `LAST-MODIFIED` (§3.8.7.4, §3.8.7.3): downloaded again, it
+//! replaces the copy a calendar app already has (same `UID`) instead of
+//! being ignored as an older or equal revision.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -25,6 +30,11 @@ pub struct IcsEvent {
     pub uid: String,
     /// When the file was made.
     pub stamp: DateTime<Utc>,
+    /// The revision: how often the visit was moved or cancelled (0 as
+    /// booked).
+    pub sequence: u32,
+    /// When the visit last changed.
+    pub last_modified: DateTime<Utc>,
     /// Visit start.
     pub start: DateTime<Utc>,
     /// Visit end.
@@ -41,6 +51,7 @@ pub struct IcsEvent {
 
 /// Escapes a TEXT value: backslash, semicolon, comma and newlines (§3.3.11).
 /// Carriage returns are dropped: a bare CR is not a line break in iCalendar.
+/// A TAB stays as it is (TEXT allows it: TSAFE-CHAR includes WSP).
 pub fn escape_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -50,6 +61,7 @@ pub fn escape_text(s: &str) -> String {
             ',' => out.push_str("\\,"),
             '\n' => out.push_str("\\n"),
             '\r' => {}
+            '\t' => out.push('\t'),
             // Other control characters are not allowed in TEXT (§3.3.11).
             c if c.is_control() => {}
             c => out.push(c),
@@ -95,6 +107,8 @@ pub fn render(e: &IcsEvent) -> String {
         "BEGIN:VEVENT".to_string(),
         format!("UID:{}", escape_text(&e.uid)),
         format!("DTSTAMP:{}", utc_stamp(e.stamp)),
+        format!("SEQUENCE:{}", e.sequence),
+        format!("LAST-MODIFIED:{}", utc_stamp(e.last_modified)),
         format!("DTSTART:{}", utc_stamp(e.start)),
         format!("DTEND:{}", utc_stamp(e.end)),
         format!("SUMMARY:{}", escape_text(&e.summary)),
@@ -138,6 +152,18 @@ pub async fn appointment_ics(
         ));
     }
     let doctor = state.store.doctor(a.doctor_id).await?;
+    // Its history: every move or cancellation is a new revision.
+    let changes = state.store.appointment_alerts(a.doctor_id, a.id).await?;
+    let sequence = changes
+        .iter()
+        .filter(|c| c.kind == "rescheduled" || c.kind == "cancelled")
+        .count() as u32;
+    let last_modified = changes
+        .iter()
+        .map(|c| c.at)
+        .max()
+        .unwrap_or(a.created_at)
+        .max(a.created_at);
     let clinic = match &doctor {
         Some(d) => state.store.clinic(d.clinic_id).await?,
         None => None,
@@ -147,6 +173,8 @@ pub async fn appointment_ics(
     let event = IcsEvent {
         uid: format!("{}@docspot", a.id.0),
         stamp: Utc::now(),
+        sequence,
+        last_modified,
         start: a.time.start(),
         end: a.time.end(),
         summary: format!("Appointment with {doctor_name}"),
@@ -182,6 +210,7 @@ mod tests {
         );
         assert_eq!(escape_text("plain"), "plain");
         assert_eq!(escape_text("bell\u{7}"), "bell");
+        assert_eq!(escape_text("a\tb"), "a\tb", "TAB is allowed in TEXT");
     }
 
     #[test]
@@ -224,6 +253,8 @@ mod tests {
         let e = IcsEvent {
             uid: "abc@docspot".into(),
             stamp: Utc.with_ymd_and_hms(2026, 11, 20, 7, 0, 5).unwrap(),
+            sequence: 2,
+            last_modified: Utc.with_ymd_and_hms(2026, 11, 19, 18, 4, 0).unwrap(),
             start,
             end: start + chrono::Duration::minutes(30),
             summary: "Appointment with Dr. Okafor, MD".into(),
@@ -237,6 +268,8 @@ mod tests {
         assert!(s.contains("\r\nDTSTART:20261126T083000Z\r\n"));
         assert!(s.contains("\r\nDTEND:20261126T090000Z\r\n"));
         assert!(s.contains("\r\nDTSTAMP:20261120T070005Z\r\n"));
+        assert!(s.contains("\r\nSEQUENCE:2\r\n"));
+        assert!(s.contains("\r\nLAST-MODIFIED:20261119T180400Z\r\n"));
         assert!(s.contains("\r\nSUMMARY:Appointment with Dr. Okafor\\, MD\r\n"));
         assert!(s.contains("\r\nLOCATION:Clinic\\; Berlin\r\n"));
         assert!(s.contains("\r\nDESCRIPTION:line1\\nline2\r\n"));

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     helpers::{RawAppointment, expect, spawn_app},
-    webdriver::{Browser, Driver, Relay},
+    webdriver::{BROWSER_TZ, Browser, Driver, Relay},
 };
 
 const SECS_5: Duration = Duration::from_secs(5);
@@ -48,6 +48,69 @@ async fn slot_after(b: &Browser, hours: i64) -> String {
     .to_string()
 }
 
+/// A time of day as the English pages show it in `zone` ("09:30 AM").
+fn shown_time(start: &str, zone: chrono_tz::Tz) -> String {
+    let t: chrono::DateTime<Utc> = start.parse().unwrap();
+    t.with_timezone(&zone).format("%I:%M %p").to_string()
+}
+
+/// Intl puts a narrow no-break space before AM/PM: compare plain spaces.
+fn plain(s: &str) -> String {
+    s.replace(['\u{202f}', '\u{a0}'], " ").trim().to_string()
+}
+
+/// Every element `css` matches (at least one) shows the time of its
+/// `data-start` in the clinic's `zone`, not in the browser's.
+async fn assert_times_in(b: &Browser, css: &str, zone: chrono_tz::Tz) {
+    assert_eq!(
+        b.js(
+            "return Intl.DateTimeFormat().resolvedOptions().timeZone",
+            json!([])
+        )
+        .await,
+        BROWSER_TZ,
+        "the browser must run in another zone than the clinic's"
+    );
+    let browser_zone: chrono_tz::Tz = BROWSER_TZ.parse().unwrap();
+    let shown = b
+        .js(
+            "return [...document.querySelectorAll(arguments[0])].map((e) => [e.dataset.start, e.textContent])",
+            json!([css]),
+        )
+        .await;
+    let shown = shown.as_array().unwrap();
+    assert!(!shown.is_empty(), "nothing matches {css}");
+    for s in shown {
+        let start = s[0].as_str().unwrap();
+        let text = plain(s[1].as_str().unwrap());
+        assert_eq!(text, shown_time(start, zone), "{css} at {start}");
+        assert_ne!(
+            text,
+            shown_time(start, browser_zone),
+            "{css} at {start}: the zones must differ at this instant"
+        );
+    }
+}
+
+/// The page does not scroll sideways.
+async fn assert_no_overflow(b: &Browser, page: &str) {
+    let overflow = b
+        .js(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            json!([]),
+        )
+        .await;
+    assert_eq!(overflow, 0, "{page}: horizontal overflow");
+}
+
+/// Signs in through the page's form.
+async fn sign_in(b: &Browser, email: &str) {
+    b.wait_visible("#signin-form", SECS_10).await;
+    b.type_into("#email", email).await;
+    b.type_into("#password", "password-123").await;
+    b.click("#signin-form button[type=submit]").await;
+}
+
 fn slot_css(start: &str) -> String {
     format!("#week button.slot[data-start='{start}']")
 }
@@ -67,9 +130,12 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
     open_doctor(&a, &app.address, fx.doctor.id.0).await;
     open_doctor(&b, &app.address, fx.doctor.id.0).await;
 
-    // Times are shown in the clinic's zone, and say so.
+    // Times are shown in the clinic's zone, and say so: the browsers run
+    // in Los Angeles, the clinic is in Berlin.
     let note = a.text("#zone-note").await;
     assert!(note.contains("Europe/Berlin"), "{note}");
+    assert_times_in(&a, "#week button.slot", chrono_tz::Europe::Berlin).await;
+    assert_times_in(&b, "#week button.slot", chrono_tz::Europe::Berlin).await;
 
     let first = slot_after(&a, 2).await;
     b.wait_visible(&slot_css(&first), SECS_5).await;
@@ -248,6 +314,21 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
         third.parse::<chrono::DateTime<Utc>>().unwrap()
     );
 
+    // The message line follows a language switch (it is not left in the
+    // language it was first shown in).
+    a.wait_for(
+        "the reschedule message",
+        SECS_5,
+        "const m = document.getElementById('message'); return !m.hidden && m.textContent.startsWith('Moved to');",
+        json!([]),
+    )
+    .await;
+    let switch = "const s = document.getElementById('lang'); s.value = arguments[0]; s.dispatchEvent(new Event('change'));";
+    a.js(switch, json!(["de"])).await;
+    let shown = a.text("#message").await;
+    assert!(shown.starts_with("Verschoben auf Mi."), "{shown}");
+    a.js(switch, json!(["en"])).await;
+
     // Installable: the service worker is active and the manifest linked.
     a.wait_for(
         "the service worker",
@@ -293,23 +374,39 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
     assert_clean_console(&a, "patient (phone)").await;
     assert_clean_console(&b, "patient (desktop)").await;
     // The phone layout does not scroll sideways at 360 px.
-    let overflow = a
-        .js(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
-            json!([]),
-        )
-        .await;
-    assert_eq!(overflow, 0, "horizontal overflow at 360 px");
+    assert_no_overflow(&a, "patient at 360 px").await;
     a.close().await;
     b.close().await;
+}
+
+/// A fixed-offset zone (`Etc/GMT…`, whose sign is inverted) where it is
+/// now between 10:00 and 13:00, and whose offset is never the browser's: a
+/// doctor open all day there always has free times left today.
+fn a_zone_at_midday() -> (String, chrono_tz::Tz) {
+    use chrono::{Offset, Timelike};
+    let now = Utc::now();
+    let browser: chrono_tz::Tz = BROWSER_TZ.parse().unwrap();
+    let browser_hours = now.with_timezone(&browser).offset().fix().local_minus_utc() / 3600;
+    let mut hours = 12 - now.hour() as i32; // -11 ..= 12
+    if hours == browser_hours {
+        hours -= 2;
+    }
+    let name = match hours {
+        0 => "UTC".to_string(),
+        h if h > 0 => format!("Etc/GMT-{h}"),
+        h => format!("Etc/GMT+{}", -h),
+    };
+    let tz = name.parse().unwrap();
+    (name, tz)
 }
 
 #[actix_web::test]
 async fn the_wall_display_updates_live_after_a_booking_through_the_api() {
     let app = spawn_app().await;
-    let clinic = app.clinic("Europe/Berlin", 0).await;
+    let (zone_name, zone) = a_zone_at_midday();
+    let clinic = app.clinic(&zone_name, 0).await;
     let fx = app
-        .doctor_in(clinic, "Dr. Wall One", "06:00", "22:00")
+        .doctor_in(clinic, "Dr. Wall One", "00:00", "23:30")
         .await;
     app.doctor_in(clinic, "Dr. Wall Two", "09:00", "17:00")
         .await;
@@ -335,6 +432,14 @@ async fn the_wall_display_updates_live_after_a_booking_through_the_api() {
     assert!(!next.is_empty(), "a next free slot is shown");
     let title = b.text("#title").await;
     assert!(title.contains("Test Clinic"), "{title}");
+    // Today's schedule and the next free time, in the clinic's zone (the
+    // browser is in Los Angeles).
+    assert_times_in(&b, &format!("{row} .chip"), zone).await;
+    assert_eq!(
+        plain(&b.text(&format!("{row} td.next")).await),
+        shown_time(&next, zone),
+        "the next free time today, in {zone_name}"
+    );
     b.screenshot("display-before").await;
 
     // Book exactly the slot the board shows as next free: the board moves on.
@@ -358,9 +463,8 @@ async fn the_wall_display_updates_live_after_a_booking_through_the_api() {
         "Live",
         "the display says it is connected"
     );
-    // Today's schedule shows the booked time as booked (times only). When
-    // the clinic's day is over, the next free slot is on a later day and
-    // today's schedule cannot hold it: then it must not be listed at all.
+    // Today's schedule shows the booked time as booked (times only): the
+    // clinic's day has hours left, so the next free slot was today's.
     let chips = b
         .js(
             "return [...document.querySelectorAll(arguments[0] + ' .chip')].map((c) => [c.dataset.start, c.dataset.status]);",
@@ -373,15 +477,16 @@ async fn the_wall_display_updates_live_after_a_booking_through_the_api() {
             .and_then(|s| s.parse::<chrono::DateTime<chrono::Utc>>().ok())
             == Some(booked)
     });
-    let berlin =
-        |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&chrono_tz::Europe::Berlin).date_naive();
-    if berlin(booked) == berlin(chrono::Utc::now()) || listed.is_some() {
-        assert_eq!(
-            listed.map(|c| c[1].clone()),
-            Some(json!("booked")),
-            "the booked slot in today's schedule: {chips}"
-        );
-    }
+    assert_eq!(
+        booked.with_timezone(&zone).date_naive(),
+        Utc::now().with_timezone(&zone).date_naive(),
+        "the next free slot in {zone_name} is today's"
+    );
+    assert_eq!(
+        listed.map(|c| c[1].clone()),
+        Some(json!("booked")),
+        "the booked slot in today's schedule: {chips}"
+    );
     b.screenshot("display-after").await;
 
     // The network drops: the board says so, then reconnects by itself and
@@ -456,6 +561,19 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     };
     let started_id = started.id;
     app.insert_raw(started).await;
+    // One that ended just before it, for a no-show.
+    let missed_id = Uuid::now_v7();
+    app.insert_raw(RawAppointment {
+        id: missed_id,
+        doctor: fx.doctor.id.0,
+        patient: patient.id.0,
+        visit_type: fx.visit_type.0,
+        start: now - Span::minutes(2),
+        minutes: 1,
+        status: "booked",
+        hold_expires_at: None,
+    })
+    .await;
     // Some history for the charts: visits on past days, kept and missed.
     for (days_ago, hour, status) in [
         (1, 9, "completed"),
@@ -484,19 +602,49 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     let driver = Driver::start().await;
     let b = driver.session(1280, 1000).await;
     b.goto(&app.url("/provider")).await;
-    b.wait_visible("#signin-form", SECS_10).await;
-    b.type_into("#email", &doctor_user.email).await;
-    b.type_into("#password", "password-123").await;
-    b.click("#signin-form button[type=submit]").await;
+    sign_in(&b, &doctor_user.email).await;
     b.wait_visible("#desk", SECS_10).await;
     b.wait_visible("#alerts li.muted", SECS_10).await;
     b.wait_visible("#chart-fill svg", SECS_10).await;
+
+    // Browser notifications, with permission granted and the page in the
+    // background: a recorder stands in for the page's Notification and for
+    // the service worker's showNotification (which Android Chrome needs:
+    // there `new Notification()` throws).
+    b.wait_for(
+        "the service worker",
+        SECS_10,
+        "return navigator.serviceWorker.getRegistration().then((r) => !!(r && r.active))",
+        json!([]),
+    )
+    .await;
+    b.js(
+        "window.__notes = [];
+         window.__android = false;
+         document.hasFocus = () => false;
+         class Recorder {
+           constructor(title, options) {
+             if (window.__android) throw new TypeError(\"Failed to construct 'Notification': Illegal constructor.\");
+             window.__notes.push({ via: 'page', title, body: options.body });
+           }
+         }
+         Recorder.permission = 'granted';
+         Recorder.requestPermission = async () => 'granted';
+         window.Notification = Recorder;
+         ServiceWorkerRegistration.prototype.showNotification = function (title, options) {
+           window.__notes.push({ via: 'worker', title, body: options.body });
+           return Promise.resolve();
+         };",
+        json!([]),
+    )
+    .await;
 
     // A patient books through the API: the alert shows at once.
     let slots = app
         .slots(fx.doctor.id, now + Span::hours(2), now + Span::hours(30))
         .await;
-    expect(app.book(&token, fx.doctor.id, slots[0], None).await, 201).await;
+    let booked = expect(app.book(&token, fx.doctor.id, slots[0], None).await, 201).await;
+    let booked_id = booked["id"].as_str().unwrap().to_string();
     let t0 = Instant::now();
     b.wait_visible("#alerts li[data-kind='booked']", SECS_5)
         .await;
@@ -504,6 +652,67 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     assert!(t0.elapsed() < SECS_5);
     let toast = b.text(".toast").await;
     assert!(toast.starts_with("New booking"), "{toast}");
+    let note = b
+        .wait_for(
+            "a browser notification for the booking",
+            SECS_5,
+            "return window.__notes.find((n) => n.body.startsWith('New booking'))",
+            json!([]),
+        )
+        .await;
+    assert_eq!(note["via"], "page", "{note}");
+    assert_eq!(note["title"], "DocSpot", "{note}");
+
+    // The patient moves it, then cancels it: an alert of each kind. On
+    // "Android" the page's constructor throws and the worker shows them.
+    b.js("window.__android = true;", json!([])).await;
+    expect(
+        app.post(
+            &token,
+            &format!("/api/v1/appointments/{booked_id}/reschedule"),
+            json!({"start": slots[1]}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    b.wait_visible("#alerts li[data-kind='rescheduled']", SECS_5)
+        .await;
+    let note = b
+        .wait_for(
+            "the worker's notification for the reschedule",
+            SECS_5,
+            "return window.__notes.find((n) => n.body.startsWith('Rescheduled to'))",
+            json!([]),
+        )
+        .await;
+    assert_eq!(note["via"], "worker", "{note}");
+    expect(
+        app.post(
+            &token,
+            &format!("/api/v1/appointments/{booked_id}/cancel"),
+            json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    b.wait_visible("#alerts li[data-kind='cancelled']", SECS_5)
+        .await;
+    let alerts = b.text("#alerts").await;
+    assert!(
+        alerts.contains("Cancelled:") && alerts.contains("Rescheduled to"),
+        "{alerts}"
+    );
+    // A second booking for the screenshots and the week list.
+    expect(app.book(&token, fx.doctor.id, slots[2], None).await, 201).await;
+    b.wait_for(
+        "two booking alerts",
+        SECS_5,
+        "return document.querySelectorAll(\"#alerts li[data-kind='booked']\").length === 2",
+        json!([]),
+    )
+    .await;
     b.wait_visible("#week li[data-id]", SECS_5).await;
     b.screenshot("provider-alert").await;
     b.js(
@@ -526,7 +735,27 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     .await;
     assert_eq!(app.raw_status(started_id).await.0, "completed");
 
+    // And the one that ended without the patient: a no-show.
+    let missed = format!("#today li[data-id='{missed_id}'] button.no-show");
+    b.wait_visible(&missed, SECS_5).await;
+    b.click(&missed).await;
+    b.wait_visible(
+        &format!("#today li.no_show[data-id='{missed_id}']"),
+        SECS_10,
+    )
+    .await;
+    assert_eq!(app.raw_status(missed_id).await.0, "no_show");
+
     // German, from the one strings table; times still in the clinic zone.
+    // A toast already on screen switches too.
+    expect(app.book(&token, fx.doctor.id, slots[3], None).await, 201).await;
+    b.wait_for(
+        "the toast for the new booking",
+        SECS_5,
+        "return document.querySelectorAll('.toast').length >= 1",
+        json!([]),
+    )
+    .await;
     b.js(
         "const s = document.getElementById('lang'); s.value = 'de'; s.dispatchEvent(new Event('change'));",
         json!([]),
@@ -539,6 +768,23 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
         json!([]),
     )
     .await;
+    let toasts = b
+        .js(
+            "return [...document.querySelectorAll('.toast')].map((t) => t.textContent)",
+            json!([]),
+        )
+        .await;
+    let toasts = toasts.as_array().unwrap();
+    assert!(!toasts.is_empty());
+    for t in toasts {
+        let t = t.as_str().unwrap();
+        assert!(
+            ["Neue Buchung:", "Abgesagt:", "Verschoben auf"]
+                .iter()
+                .any(|p| t.starts_with(p)),
+            "a toast left in English: {t}"
+        );
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         b.js("const m = document.getElementById('message'); return m.hidden || !m.classList.contains('error')", json!([]))
@@ -549,5 +795,319 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     );
     b.screenshot("provider-de").await;
     assert_clean_console(&b, "provider").await;
+    b.close().await;
+
+    // The provider screen on a 360-px phone: no sideways scrolling.
+    let phone = driver.session(360, 740).await;
+    phone.goto(&app.url("/provider")).await;
+    sign_in(&phone, &doctor_user.email).await;
+    phone.wait_visible("#desk", SECS_10).await;
+    phone.wait_visible("#chart-fill svg", SECS_10).await;
+    phone.wait_visible("#today li[data-id]", SECS_10).await;
+    assert_no_overflow(&phone, "provider at 360 px").await;
+    phone.screenshot("provider-360").await;
+    assert_clean_console(&phone, "provider (phone)").await;
+    phone.close().await;
+}
+
+/// The names of the doctors the search lists, once they are exactly `want`.
+async fn wait_for_doctors(b: &Browser, want: &[&str]) {
+    b.wait_for(
+        &format!("the doctors {want:?}"),
+        SECS_5,
+        "const names = [...document.querySelectorAll('#doctors li.doctor strong')].map((e) => e.textContent);
+         return JSON.stringify(names) === JSON.stringify(arguments[0]);",
+        json!([want]),
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn the_search_form_finds_doctors_by_name_specialty_and_clinic() {
+    let app = spawn_app().await;
+    let north = app.clinic("Europe/Berlin", 0).await;
+    let south = app.clinic("Europe/Berlin", 0).await;
+    app.doctor_with(north, "Dr. Amara Okafor", "cardiology", "08:00", "16:00")
+        .await;
+    app.doctor_with(south, "Dr. Ben Weber", "dermatology", "08:00", "16:00")
+        .await;
+    let driver = Driver::start().await;
+    let b = driver.session(1280, 900).await;
+    b.goto(&format!("{}/", app.address)).await;
+    wait_for_doctors(&b, &["Dr. Amara Okafor", "Dr. Ben Weber"]).await;
+    let submit = "#search button[type=submit]";
+    let clear =
+        "['q-name', 'q-specialty'].forEach((id) => { document.getElementById(id).value = ''; });";
+
+    // A fragment of the name, any case.
+    b.type_into("#q-name", "okaf").await;
+    b.click(submit).await;
+    wait_for_doctors(&b, &["Dr. Amara Okafor"]).await;
+
+    // A specialty (offered as a suggestion while typing).
+    b.js(clear, json!([])).await;
+    b.type_into("#q-specialty", "Dermatology").await;
+    b.click(submit).await;
+    wait_for_doctors(&b, &["Dr. Ben Weber"]).await;
+    let offered = b
+        .js(
+            "return [...document.querySelectorAll('#specialties option')].map((o) => o.value)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(offered, json!(["dermatology"]));
+
+    // A clinic, picked from the list.
+    b.js(clear, json!([])).await;
+    b.click(&format!("#q-clinic option[value='{}']", north.0))
+        .await;
+    b.click(submit).await;
+    wait_for_doctors(&b, &["Dr. Amara Okafor"]).await;
+    b.click(&format!("#q-clinic option[value='{}']", south.0))
+        .await;
+    b.type_into("#q-specialty", "cardiology").await;
+    b.click(submit).await;
+    b.wait_visible("#doctors li.muted", SECS_5).await;
+    assert_eq!(b.text("#doctors").await, "No doctors match.");
+    b.screenshot("patient-search").await;
+    assert_clean_console(&b, "search").await;
+    b.close().await;
+}
+
+#[actix_web::test]
+async fn a_new_patient_registers_mid_booking_then_books_a_suggestion_and_by_keyboard() {
+    let app = spawn_app().await;
+    let clinic = app.clinic("Europe/Berlin", 0).await;
+    let fx = app
+        .doctor_in(clinic, "Dr. Kim Keys", "07:00", "19:00")
+        .await;
+    let driver = Driver::start().await;
+    let b = driver.session(1280, 900).await;
+    open_doctor(&b, &app.address, fx.doctor.id.0).await;
+    // Signed out: no suggestions yet, only the invitation to sign in.
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('#suggestions button').length",
+            json!([])
+        )
+        .await,
+        0
+    );
+
+    // Pick a time, then register instead of signing in: the pick goes on.
+    let first = slot_after(&b, 2).await;
+    b.click(&slot_css(&first)).await;
+    b.wait_visible("#signin-form", SECS_5).await;
+    let email = format!("new-{}@test.example", Uuid::new_v4().simple());
+    b.type_into("#email", &email).await;
+    b.type_into("#password", "a-new-password-1").await;
+    b.type_into("#reg-name", "Nora Newcomer").await;
+    b.click("#register").await;
+    b.wait_visible("#hold", SECS_10).await;
+    assert!(
+        b.js("return document.getElementById('signin').hidden", json!([]))
+            .await
+            == true
+    );
+    let when = plain(&b.text("#hold-when").await);
+    assert!(
+        when.ends_with(&shown_time(&first, chrono_tz::Europe::Berlin)),
+        "{when}"
+    );
+    b.click("#hold-confirm").await;
+    b.wait_visible("#appointments li.appointment.booked", SECS_10)
+        .await;
+    // The account is real: it signs in over the API and owns the visit.
+    let t = expect(
+        app.token(&[
+            ("grant_type", "password"),
+            ("username", &email),
+            ("password", "a-new-password-1"),
+        ])
+        .await,
+        200,
+    )
+    .await;
+    let token = t["access_token"].as_str().unwrap().to_string();
+    let mine = expect(app.get(&token, "/api/v1/appointments").await, 200).await;
+    let mine = mine["appointments"].as_array().unwrap();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(
+        mine[0]["start"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap(),
+        first.parse::<chrono::DateTime<Utc>>().unwrap()
+    );
+
+    // Signed in: suggested times come first, above the week.
+    b.wait_visible("#suggestions button.slot.suggested", SECS_10)
+        .await;
+    let order = b
+        .js(
+            "const s = [...document.querySelectorAll('#suggestions button.slot')];
+             const w = document.querySelector('#week button.slot');
+             return s.length > 0 && !!w
+               && s.every((x) => x.compareDocumentPosition(w) & Node.DOCUMENT_POSITION_FOLLOWING)
+               && document.querySelector('#suggestions').getBoundingClientRect().bottom
+                  <= document.querySelector('#week').getBoundingClientRect().top;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(order, true, "suggestions before the week grid");
+    b.screenshot("patient-suggestions").await;
+    let suggested: String = b
+        .js(
+            "return document.querySelector('#suggestions button.slot').dataset.start",
+            json!([]),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.click(&format!(
+        "#suggestions button.slot[data-start='{suggested}']"
+    ))
+    .await;
+    b.wait_visible("#hold", SECS_10).await;
+    b.click("#hold-confirm").await;
+    b.wait_for(
+        "two booked appointments",
+        SECS_10,
+        "return document.querySelectorAll('#appointments li.appointment.booked').length === 2",
+        json!([]),
+    )
+    .await;
+    let mine = expect(app.get(&token, "/api/v1/appointments").await, 200).await;
+    assert!(
+        mine["appointments"].as_array().unwrap().iter().any(|a| {
+            a["status"] == "booked"
+                && a["start"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<chrono::DateTime<Utc>>()
+                    .ok()
+                    == suggested.parse().ok()
+        }),
+        "the suggestion booked: {mine}"
+    );
+
+    // Keyboard only: Tab to a time in the week, Enter holds it, Enter
+    // (the focus moved to "Confirm") books it.
+    b.js(
+        "document.activeElement?.blur(); window.scrollTo(0, 0);",
+        json!([]),
+    )
+    .await;
+    let mut reached = None;
+    for _ in 0..80 {
+        b.press("\u{E004}").await;
+        let v = b
+            .js(
+                "const e = document.activeElement;
+                 return e && e.matches('#week button.slot') ? e.dataset.start : null;",
+                json!([]),
+            )
+            .await;
+        if let Some(s) = v.as_str() {
+            reached = Some(s.to_string());
+            break;
+        }
+    }
+    let keyed = reached.expect("Tab reaches a time in the week");
+    // The focus ring: a dark ring at least 3:1 against the white day box.
+    let ring = b
+        .js(
+            "const s = getComputedStyle(document.activeElement);
+             return [s.outlineStyle, s.outlineWidth, s.outlineColor, s.boxShadow];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(ring[0], "solid", "{ring}");
+    let rgb: Vec<f64> = ring[2]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("rgb(")
+        .trim_end_matches(')')
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    let lum = |c: &[f64]| {
+        let f = |v: f64| {
+            let v = v / 255.0;
+            if v <= 0.03928 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2])
+    };
+    let contrast = (1.0 + 0.05) / (lum(&rgb) + 0.05);
+    assert!(
+        contrast >= 3.0,
+        "focus ring {ring}: {contrast:.2}:1 on white"
+    );
+    b.screenshot("patient-keyboard-focus").await;
+    b.press("\u{E007}").await;
+    b.wait_visible("#hold", SECS_10).await;
+    assert_eq!(
+        b.js("return document.activeElement.id", json!([])).await,
+        "hold-confirm"
+    );
+
+    // A minute before the hold lapses, the message line says so (the
+    // countdown itself is not read out every second).
+    b.js(
+        "const real = Date.now.bind(Date);
+         window.__realNow = real;
+         Date.now = () => real() + arguments[0] * 1000;",
+        json!([250]),
+    )
+    .await;
+    b.wait_for(
+        "the one-minute warning",
+        SECS_5,
+        "const m = document.getElementById('message');
+         return !m.hidden && !m.classList.contains('error') && m.textContent;",
+        json!([]),
+    )
+    .await;
+    assert_eq!(
+        b.text("#message").await,
+        "One minute left to confirm your booking."
+    );
+    assert_eq!(
+        b.js(
+            "return document.getElementById('message').getAttribute('role')",
+            json!([])
+        )
+        .await,
+        "alert"
+    );
+    b.js("Date.now = window.__realNow;", json!([])).await;
+    b.press("\u{E007}").await;
+    b.wait_for(
+        "three booked appointments",
+        SECS_10,
+        "return document.querySelectorAll('#appointments li.appointment.booked').length === 3",
+        json!([]),
+    )
+    .await;
+    let mine = expect(app.get(&token, "/api/v1/appointments").await, 200).await;
+    assert!(
+        mine["appointments"].as_array().unwrap().iter().any(|a| {
+            a["status"] == "booked"
+                && a["start"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<chrono::DateTime<Utc>>()
+                    .ok()
+                    == keyed.parse().ok()
+        }),
+        "the time picked by keyboard is booked: {mine}"
+    );
+    assert_clean_console(&b, "register, suggestions, keyboard").await;
     b.close().await;
 }

@@ -337,13 +337,26 @@ impl TestApp {
 
     /// A doctor with a 30-minute visit type, open every day `from`–`to` local.
     pub async fn doctor_in(&self, clinic: ClinicId, name: &str, from: &str, to: &str) -> Fixture {
+        self.doctor_with(clinic, name, "general practice", from, to)
+            .await
+    }
+
+    /// [`TestApp::doctor_in`] with another specialty.
+    pub async fn doctor_with(
+        &self,
+        clinic: ClinicId,
+        name: &str,
+        specialty: &str,
+        from: &str,
+        to: &str,
+    ) -> Fixture {
         let store = &self.state.store;
         let doctor = store
             .create_doctor(
                 clinic,
                 DoctorFields {
                     name: name.into(),
-                    specialties: vec!["general practice".into()],
+                    specialties: vec![specialty.into()],
                     languages: vec!["en".into()],
                     active: true,
                 },

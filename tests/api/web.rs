@@ -68,6 +68,37 @@ async fn pages_and_assets_are_served_with_the_page_policy_and_etags() {
         .unwrap();
     assert_eq!(manifest["start_url"], "/");
     assert_eq!(manifest["display"], "standalone");
+    // PNG icons of the sizes installers ask for (192 and 512 px, one
+    // maskable), and real PNGs of those sizes.
+    let icons = manifest["icons"].as_array().unwrap();
+    for (size, purpose) in [(192, "any"), (512, "any"), (512, "maskable")] {
+        let icon = icons
+            .iter()
+            .find(|i| {
+                i["type"] == "image/png"
+                    && i["sizes"] == format!("{size}x{size}")
+                    && i["purpose"] == purpose
+            })
+            .unwrap_or_else(|| panic!("no {size} px {purpose} PNG icon in {manifest}"));
+        assert_png(&app, icon["src"].as_str().unwrap(), size).await;
+    }
+    // The home-screen icon iOS asks for, linked from every page.
+    assert_png(&app, "/assets/apple-touch-icon.png", 180).await;
+    for page in ["/", "/provider", "/display/x"] {
+        let html = app
+            .client
+            .get(app.url(page))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains(r#"<link rel="apple-touch-icon" href="/assets/apple-touch-icon.png">"#),
+            "{page}"
+        );
+    }
 
     // Unknown assets are a problem+json 404, and the API keeps its policy.
     let r = app
@@ -89,6 +120,18 @@ async fn pages_and_assets_are_served_with_the_page_policy_and_etags() {
         "default-src 'none'; frame-ancestors 'none'"
     );
     assert_eq!(header(&r, "cache-control"), "no-store");
+}
+
+/// `path` is served as a PNG of `size`×`size` pixels (read from IHDR).
+async fn assert_png(app: &crate::helpers::TestApp, path: &str, size: u32) {
+    let r = app.client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    assert_eq!(header(&r, "content-type"), "image/png", "{path}");
+    let png = r.bytes().await.unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{path}");
+    assert_eq!(&png[12..16], b"IHDR", "{path}");
+    let dim = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((dim(16), dim(20)), (size, size), "{path}");
 }
 
 #[actix_web::test]
@@ -126,7 +169,8 @@ async fn an_appointment_downloads_as_an_rfc5545_file_for_those_who_may_see_it() 
         "{body}"
     );
     assert!(body.contains("\r\nSTATUS:CONFIRMED\r\n"));
-    assert!(body.lines().all(|l| l.len() <= 76), "folded at 75 octets");
+    assert!(body.contains("\r\nSEQUENCE:0\r\n"), "as booked: {body}");
+    // (Long lines and their folding: see the reschedule test below.)
 
     // The doctor may export it too; another patient learns nothing.
     assert_eq!(app.get(&doctor, &path).await.status(), 200);
@@ -165,6 +209,112 @@ async fn an_appointment_downloads_as_an_rfc5545_file_for_those_who_may_see_it() 
     .await;
     let body = app.get(&token, &path).await.text().await.unwrap();
     assert!(body.contains("\r\nSTATUS:CANCELLED\r\n"));
+}
+
+#[actix_web::test]
+async fn a_moved_visit_exports_a_newer_revision_with_long_lines_folded() {
+    let app = spawn_app().await;
+    // A long name and address (with a TAB, kept as TEXT allows): the
+    // LOCATION line is far over 75 octets and must fold.
+    let name = "Gemeinschaftspraxis für Allgemeinmedizin und Innere Medizin am Südbahnhof";
+    let address = "Große Straße 123\tHinterhaus, 3. Obergeschoss; 60594 Frankfurt am Main";
+    let clinic = app
+        .state
+        .store
+        .create_clinic(docspot::store::ClinicFields {
+            name: name.into(),
+            address: address.into(),
+            latitude: None,
+            longitude: None,
+            time_zone: "UTC".into(),
+            cancellation_cutoff_minutes: 60,
+            booking_horizon_days: 730,
+        })
+        .await
+        .unwrap()
+        .id;
+    let fx = app.doctor_in(clinic, "Dr. Test", "08:00", "18:00").await;
+    let (_, token) = app.patient().await;
+    let a = expect(
+        app.book(&token, fx.doctor.id, tomorrow_at(9, 30), None)
+            .await,
+        201,
+    )
+    .await;
+    let id = a["id"].as_str().unwrap();
+    let path = format!("/api/v1/appointments/{id}/ics");
+    let first = app.get(&token, &path).await.text().await.unwrap();
+
+    // Every physical line is at most 75 octets, continuation lines start
+    // with a space, and unfolding (§3.1) gives the escaped value back.
+    let physical: Vec<&str> = first.trim_end_matches("\r\n").split("\r\n").collect();
+    for l in &physical {
+        assert!(l.len() <= 75, "{} octets: {l:?}", l.len());
+    }
+    let start = physical
+        .iter()
+        .position(|l| l.starts_with("LOCATION:"))
+        .unwrap();
+    assert!(
+        physical[start + 1].starts_with(' '),
+        "LOCATION folds: {first}"
+    );
+    let unfolded = first.replace("\r\n ", "");
+    let location = unfolded
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("LOCATION:"))
+        .unwrap();
+    assert_eq!(
+        location,
+        "Gemeinschaftspraxis für Allgemeinmedizin und Innere Medizin am Südbahnhof\\, \
+         Große Straße 123\tHinterhaus\\, 3. Obergeschoss\\; 60594 Frankfurt am Main"
+    );
+    assert!(unfolded.contains("\r\nSEQUENCE:0\r\n"), "{unfolded}");
+    let field = |ics: &str, key: &str| {
+        ics.replace("\r\n ", "")
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix(&format!("{key}:")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {key} in {ics}"))
+    };
+
+    // Moved: the same UID with a higher SEQUENCE and a later LAST-MODIFIED,
+    // so a calendar app replaces its copy.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    expect(
+        app.post(
+            &token,
+            &format!("/api/v1/appointments/{id}/reschedule"),
+            serde_json::json!({"start": tomorrow_at(11, 0)}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let moved = app.get(&token, &path).await.text().await.unwrap();
+    assert_eq!(field(&moved, "UID"), field(&first, "UID"));
+    assert_eq!(field(&moved, "SEQUENCE"), "1");
+    assert!(
+        field(&moved, "LAST-MODIFIED") > field(&first, "LAST-MODIFIED"),
+        "{first}\n{moved}"
+    );
+    assert_eq!(
+        field(&moved, "DTSTART"),
+        tomorrow_at(11, 0).format("%Y%m%dT%H%M%SZ").to_string()
+    );
+    // Cancelled: one revision more.
+    expect(
+        app.post(
+            &token,
+            &format!("/api/v1/appointments/{id}/cancel"),
+            serde_json::json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let cancelled = app.get(&token, &path).await.text().await.unwrap();
+    assert_eq!(field(&cancelled, "SEQUENCE"), "2");
+    assert_eq!(field(&cancelled, "STATUS"), "CANCELLED");
 }
 
 #[actix_web::test]

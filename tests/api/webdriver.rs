@@ -18,6 +18,10 @@ use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The browser's own time zone: deliberately none of the clinics' zones the
+/// tests use (UTC, Europe/Berlin), so a page that showed times in the
+/// browser's zone instead of the clinic's would fail.
+pub const BROWSER_TZ: &str = "America/Los_Angeles";
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -61,8 +65,10 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        // Chromium inherits chromedriver's environment: TZ sets its zone.
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("TZ", BROWSER_TZ)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -279,6 +285,27 @@ impl Browser {
             Some(json!({"text": text})),
         )
         .await;
+    }
+
+    /// Presses keys on whatever has the focus (WebDriver key actions; `keys`
+    /// uses the WebDriver codes, e.g. `\u{E004}` Tab, `\u{E007}` Enter).
+    pub async fn press(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| {
+                [
+                    json!({"type": "keyDown", "value": c.to_string()}),
+                    json!({"type": "keyUp", "value": c.to_string()}),
+                ]
+            })
+            .collect();
+        self.cmd(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+        self.cmd(reqwest::Method::DELETE, "/actions", None).await;
     }
 
     pub async fn text(&self, css: &str) -> String {

@@ -4,7 +4,7 @@
 import { t, applyStrings, languageSwitch, time, day, dateTime, localDate } from "./i18n.js";
 import * as api from "./api.js";
 import { Live } from "./live.js";
-import { registerWorker, el, show, message, clear } from "./ui.js";
+import { registerWorker, el, show, message, clear, retranslate } from "./ui.js";
 
 registerWorker();
 
@@ -86,7 +86,7 @@ function watchWeek() {
       if (x.previous_start) state.slots.set(x.previous_start, { start: x.previous_start, end: x.previous_end, status: "free" });
       if (x.start) state.slots.set(x.start, { start: x.start, end: x.end, status: x.status });
     } else if (m.type === "error") {
-      message(t("error", { detail: m.message }), true);
+      message(() => t("error", { detail: m.message }), true);
     }
     renderWeek();
     renderSuggestions();
@@ -161,7 +161,7 @@ async function pick(s) {
     state.hold = await api.post("/api/v1/holds", { doctor_id: state.doctor.id, start: s.start });
     showHold();
   } catch (e) {
-    message(e.code === "slot_taken" ? t("slot_taken") : t("error", { detail: e.message }), true);
+    message(() => (e.code === "slot_taken" ? t("slot_taken") : t("error", { detail: e.message })), true);
   }
 }
 
@@ -170,15 +170,22 @@ function showHold() {
   show($("hold"), true);
   $("hold-when").textContent = dateTime(h.start, state.doctor.time_zone);
   clearInterval(countdownTimer);
+  // The countdown itself is not read out (aria-live off: every second would
+  // drown everything else); the message line announces the last minute once.
+  let warned = false;
   const tick = () => {
     const left = Math.max(0, Math.round((Date.parse(h.hold_expires_at) - Date.now()) / 1000));
     const mmss = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
     $("hold-countdown").textContent = t("hold_expires", { time: mmss });
+    if (left > 0 && left <= 60 && !warned) {
+      warned = true;
+      message(() => t("hold_one_minute"));
+    }
     if (left === 0) {
       clearInterval(countdownTimer);
       state.hold = null;
       show($("hold"), false);
-      message(t("hold_expired"), true);
+      message(() => t("hold_expired"), true);
     }
   };
   tick();
@@ -194,10 +201,10 @@ async function confirmHold() {
     clearInterval(countdownTimer);
     state.hold = null;
     show($("hold"), false);
-    message(t("booked_ok", { when: dateTime(a.start, state.doctor.time_zone) }));
+    message(() => t("booked_ok", { when: dateTime(a.start, state.doctor.time_zone) }));
     loadMine();
   } catch (e) {
-    message(t("error", { detail: e.message }), true);
+    message(() => t("error", { detail: e.message }), true);
   }
 }
 
@@ -207,7 +214,7 @@ async function release(quiet = false) {
   clearInterval(countdownTimer);
   state.hold = null;
   show($("hold"), false);
-  try { await api.call("DELETE", `/api/v1/holds/${h.id}`); } catch (e) { if (!quiet) message(t("error", { detail: e.message }), true); }
+  try { await api.call("DELETE", `/api/v1/holds/${h.id}`); } catch (e) { if (!quiet) message(() => t("error", { detail: e.message }), true); }
 }
 
 async function signInSubmit(ev, registering = false) {
@@ -219,7 +226,7 @@ async function signInSubmit(ev, registering = false) {
     else await api.signIn(email, password);
     $("password").value = "";
   } catch (e) {
-    message(t("error", { detail: e.message }), true);
+    message(() => t("error", { detail: e.message }), true);
     return;
   }
   const next = state.pending;
@@ -289,17 +296,17 @@ async function downloadIcs(a) {
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10_000);
   } catch (e) {
-    message(t("error", { detail: e.message }), true);
+    message(() => t("error", { detail: e.message }), true);
   }
 }
 
 async function cancel(a) {
   try {
     await api.post(`/api/v1/appointments/${a.id}/cancel`, { reason: "cancelled in the web app" });
-    message(t("cancelled_ok"));
+    message(() => t("cancelled_ok"));
     loadMine();
   } catch (e) {
-    message(t("error", { detail: e.message }), true);
+    message(() => t("error", { detail: e.message }), true);
   }
 }
 
@@ -318,16 +325,18 @@ async function moveTo(s) {
   show($("reschedule-note"), false);
   try {
     const moved = await api.post(`/api/v1/appointments/${a.id}/reschedule`, { start: s.start });
-    message(t("rescheduled_ok", { when: dateTime(moved.start, state.doctor.time_zone) }));
+    message(() => t("rescheduled_ok", { when: dateTime(moved.start, state.doctor.time_zone) }));
     loadMine();
   } catch (e) {
-    message(e.code === "slot_taken" ? t("slot_taken") : t("error", { detail: e.message }), true);
+    message(() => (e.code === "slot_taken" ? t("slot_taken") : t("error", { detail: e.message })), true);
   }
 }
 
 // ---- wiring -----------------------------------------------------------------
 
 languageSwitch($("lang"), () => {
+  retranslate();
+  if (state.hold) $("hold-when").textContent = dateTime(state.hold.start, state.doctor.time_zone);
   if (state.doctor) { renderWeek(); renderSuggestions(); }
   renderMine();
   const c = api.claims();
@@ -346,4 +355,4 @@ $("next-week").addEventListener("click", () => { state.weekStart = new Date(stat
 api.onSession(onSession);
 applyStrings();
 onSession(api.claims());
-loadClinics().then(() => search()).catch((e) => message(t("error", { detail: e.message }), true));
+loadClinics().then(() => search()).catch((e) => message(() => t("error", { detail: e.message }), true));

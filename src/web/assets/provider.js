@@ -4,7 +4,7 @@
 import { t, languageSwitch, time, day, dateTime, localDate } from "./i18n.js";
 import * as api from "./api.js";
 import { Live } from "./live.js";
-import { el, show, message, clear, registerWorker } from "./ui.js";
+import { el, show, message, clear, registerWorker, retranslate } from "./ui.js";
 
 registerWorker();
 
@@ -65,7 +65,7 @@ async function refresh() {
     stats = st;
     render();
   } catch (e) {
-    message(t("error", { detail: e.message }), true);
+    message(() => t("error", { detail: e.message }), true);
   }
 }
 
@@ -88,20 +88,34 @@ function onAlert(m) {
     notify(a);
     refresh();
   } else if (m.type === "error") {
-    message(t("error", { detail: m.message }), true);
+    message(() => t("error", { detail: m.message }), true);
   }
   renderAlerts();
 }
 
+const toastAlerts = new WeakMap();
 function toast(a) {
   const box = el("div", { class: `toast ${a.kind}`, role: "status" }, alertText(a));
+  toastAlerts.set(box, a); // re-rendered on a language switch
   $("toasts").prepend(box);
   setTimeout(() => box.remove(), 15_000);
 }
 
-function notify(a) {
+/** A browser notification while the page is in the background. The page's
+ * own `new Notification()` works on desktops; Android Chrome throws
+ * ("use ServiceWorkerRegistration.showNotification()"), so then the service
+ * worker shows it. */
+async function notify(a) {
   if (!("Notification" in window) || Notification.permission !== "granted" || document.hasFocus()) return;
-  try { new Notification("DocSpot", { body: alertText(a), tag: `alert-${a.id}`, icon: "/assets/icon.svg" }); } catch { /* some platforms need the worker */ }
+  const options = { body: alertText(a), tag: `alert-${a.id}`, icon: "/assets/icon-192.png" };
+  try {
+    new Notification("DocSpot", options);
+    return;
+  } catch { /* Android: only the worker may show one */ }
+  try {
+    const reg = await navigator.serviceWorker?.ready;
+    await reg?.showNotification("DocSpot", options);
+  } catch { /* no worker: the in-page toast and alert list remain */ }
 }
 
 function renderAlerts() {
@@ -122,7 +136,7 @@ async function outcome(a, status) {
     await api.post(`/api/v1/appointments/${a.id}/outcome`, { status });
     refresh();
   } catch (e) {
-    message(t("error", { detail: e.message }), true);
+    message(() => t("error", { detail: e.message }), true);
   }
 }
 
@@ -215,7 +229,7 @@ $("signin-form").addEventListener("submit", async (e) => {
     await api.signIn($("email").value.trim(), $("password").value);
     $("password").value = "";
   } catch (err) {
-    message(t("error", { detail: err.message }), true);
+    message(() => t("error", { detail: err.message }), true);
   }
 });
 $("sign-out").addEventListener("click", () => api.signOut());
@@ -224,6 +238,10 @@ $("notify").addEventListener("click", async () => {
   renderAlerts();
 });
 languageSwitch($("lang"), () => {
+  retranslate();
+  $("toasts").querySelectorAll(".toast").forEach((b) => {
+    if (toastAlerts.has(b)) b.textContent = alertText(toastAlerts.get(b));
+  });
   const c = api.claims();
   $("who").textContent = c ? t("signed_in_as", { role: c.role }) : "";
   if (doctor) $("zone-note").textContent = `${doctor.name} · ${t("times_in", { zone: zone() })}`;

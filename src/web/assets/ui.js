@@ -16,18 +16,27 @@ export function el(tag, attrs = {}, ...children) {
 export function show(e, on) { e.hidden = !on; }
 
 let hideTimer = null;
+let current = null; // what the line shows: a string, or a function making it
 /** The page's one message line (role=alert, read out by screen readers),
  * pinned to the bottom of the screen; good news fades after a while, a
- * click dismisses it. */
+ * click dismisses it. Pass a function (`() => t(...)`) and the line follows
+ * a language switch (see `retranslate`). */
 export function message(text, isError = false) {
   const m = document.getElementById("message");
   if (!m) return;
-  m.textContent = text;
+  current = text;
+  m.textContent = typeof text === "function" ? text() : text;
   m.classList.toggle("error", isError);
   m.hidden = false;
   m.onclick = () => { m.hidden = true; };
   clearTimeout(hideTimer);
   if (!isError) hideTimer = setTimeout(() => { m.hidden = true; }, 8000);
+}
+
+/** Re-renders a visible message in the current language. */
+export function retranslate() {
+  const m = document.getElementById("message");
+  if (m && !m.hidden && typeof current === "function") m.textContent = current();
 }
 
 export function clear() {
