@@ -19,6 +19,10 @@ pub struct Settings {
     pub database_url: SecretString,
     /// Redis URL; empty for single-node mode.
     pub redis_url: String,
+    /// PEM CA certificate(s) to verify a `rediss://` server against, instead
+    /// of the system's trust store.
+    #[serde(default)]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Log filter.
     pub log: String,
     /// Connection pool and migrations.

@@ -185,6 +185,7 @@ impl Application {
             ));
             let bus = Bus::redis(
                 settings.redis_url.trim(),
+                settings.redis_ca_file.as_deref(),
                 settings.live.channel_prefix.clone(),
                 node.clone(),
                 calendars.clone(),

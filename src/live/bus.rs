@@ -110,11 +110,12 @@ impl Bus {
     /// tasks on the current actix system.
     pub fn redis(
         url: &str,
+        ca_file: Option<&std::path::Path>,
         prefix: String,
         node: String,
         calendars: Arc<CalendarDirectory>,
-    ) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    ) -> Result<Arc<Self>, String> {
+        let client = redis_client(url, ca_file)?;
         let (tx, rx) = mpsc::channel(OUTBOX);
         let health = Arc::new(BusHealth::default());
         health.set_ok();
@@ -161,6 +162,33 @@ impl ChangeSink for Bus {
     fn relay(&self, change: CalendarChange) {
         if let Some(hub) = self.hub.get() {
             hub.do_send(Change(change));
+        }
+    }
+}
+
+/// A Redis client for `url`. `rediss://` is TLS through rustls, which
+/// the redis crate reaches through the process-wide crypto provider: ring,
+/// the same as DocSpot's own HTTPS.
+fn redis_client(url: &str, ca_file: Option<&std::path::Path>) -> Result<redis::Client, String> {
+    // Err only means a provider is installed already (another node in the
+    // same test process): that one is ring too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match ca_file {
+        None => redis::Client::open(url).map_err(|e| e.to_string()),
+        Some(path) => {
+            if !url.starts_with("rediss://") {
+                return Err("redis_ca_file is set but redis_url is not rediss://".into());
+            }
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("redis_ca_file {}: {e}", path.display()))?;
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+            .map_err(|e| format!("redis_ca_file {}: {e}", path.display()))
         }
     }
 }

@@ -435,17 +435,32 @@ struct RedisServer {
 
 impl RedisServer {
     fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
+        Self::start_with(port, &["--port", &port.to_string()])
+    }
+
+    /// TLS only, on `port`, with this certificate; clients need none.
+    fn start_tls(port: u16, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        Self::start_with(
+            port,
+            &[
                 "--port",
+                "0",
+                "--tls-port",
                 &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
+                "--tls-cert-file",
+                cert.to_str().unwrap(),
+                "--tls-key-file",
+                key.to_str().unwrap(),
+                "--tls-auth-clients",
                 "no",
-            ])
+            ],
+        )
+    }
+
+    fn start_with(port: u16, listen: &[&str]) -> Self {
+        let child = Command::new("redis-server")
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
@@ -781,4 +796,67 @@ async fn a_connection_watches_at_most_max_subscriptions_topics() {
         .await;
     ws.subscribe(json!({"type": "subscribe", "topic": third}))
         .await;
+}
+
+#[actix_web::test]
+async fn nodes_reach_redis_over_tls_and_check_its_certificate() {
+    let dir = std::env::temp_dir().join(format!("docspot_test_rediss_{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = RedisServer::start_tls(port, &cert, &key);
+    redis.wait_ready().await;
+    let url = format!("rediss://localhost:{port}");
+    let node = |db, ca: Option<std::path::PathBuf>| {
+        let mut o = cluster_node(db, &url, "tls");
+        o.settings = Some(std::sync::Arc::new(move |s| s.redis_ca_file = ca.clone()));
+        o
+    };
+
+    let a = spawn_app_with(node(None, Some(cert.clone()))).await;
+    let b = spawn_app_with(node(Some(a.database.clone()), Some(cert.clone()))).await;
+    let f = a.fixture().await;
+    let (_, ann) = a.patient().await;
+    let mut ws = b.ws_connect(None, false).await;
+    ws.subscribe(json!({"type": "subscribe", "topic": format!("doctor:{}", f.doctor.id), "from": tomorrow_at(0, 0), "to": tomorrow_at(23, 0)}))
+        .await;
+    expect(
+        a.book(&ann, f.doctor.id, tomorrow_at(9, 0), None).await,
+        201,
+    )
+    .await;
+    let d = ws
+        .recv_within(5)
+        .await
+        .expect("the change crosses nodes over TLS");
+    assert_eq!(starts(&d["data"]["start"]), tomorrow_at(9, 0));
+    let ready = expect(b.client.get(b.url("/readyz")).send().await.unwrap(), 200).await;
+    assert_eq!(ready["checks"]["cross_node_push"], "ok");
+
+    // Checked against the system's trust store instead, the self-signed
+    // certificate is refused: that node reports cross-node push degraded.
+    let c = spawn_app_with(node(Some(a.database.clone()), None)).await;
+    let mut degraded = false;
+    for _ in 0..50 {
+        let r = expect(c.client.get(c.url("/readyz")).send().await.unwrap(), 200).await;
+        if r["checks"]["cross_node_push"]
+            .as_str()
+            .unwrap()
+            .starts_with("degraded")
+        {
+            degraded = true;
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    assert!(degraded, "an untrusted Redis certificate is not accepted");
+    drop(redis);
+    std::fs::remove_dir_all(dir).unwrap();
 }
