@@ -111,6 +111,9 @@ pub enum BookingError {
     /// The hold lapsed before it was confirmed.
     #[error("the hold has expired")]
     HoldExpired,
+    /// The patient already holds as many slots as allowed.
+    #[error("at most {0} held slots at a time; confirm or release one first")]
+    TooManyHolds(u32),
     /// Another change to the same appointment is being committed.
     #[error("another change to this appointment is in progress")]
     Busy,
@@ -577,6 +580,7 @@ impl CalendarActor {
             }
             OpError::CutoffPassed => Err(BookingError::CutoffPassed),
             OpError::HoldExpired => Err(BookingError::HoldExpired),
+            OpError::TooManyHolds(cap) => Err(BookingError::TooManyHolds(cap)),
             OpError::Other(m) => Err(BookingError::Unavailable(m)),
         }
     }
@@ -749,6 +753,10 @@ pub struct Claim {
     pub hold: bool,
     /// Retries with the same key return the same appointment.
     pub idempotency_key: Option<String>,
+    /// For a hold: the most live holds the patient may have, this one
+    /// included; enforced by the store in the write's transaction
+    /// ([`WriteOp::Insert`]). Ignored for bookings.
+    pub max_live_holds: Option<u32>,
     /// The change's audit record, written in its transaction.
     pub audit: Option<AuditNote>,
 }
@@ -819,6 +827,7 @@ impl Handler<Claim> for CalendarActor {
         let op = WriteOp::Insert {
             appointment,
             by: msg.patient,
+            max_live_holds: msg.max_live_holds.filter(|_| msg.hold),
         };
         self.enqueue(id, op, msg.audit, Effect::Insert { block }, vec![tx], ctx);
         wait_for(rx)

@@ -28,6 +28,11 @@ pub enum WriteOp {
         appointment: Appointment,
         /// Who asked.
         by: UserId,
+        /// For a hold: refuse it ([`OpError::TooManyHolds`]) if the patient
+        /// would then hold more than this many live (unexpired) holds. The
+        /// store counts in the write's transaction, so the cap holds across
+        /// nodes, not only on the node that took the request.
+        max_live_holds: Option<u32>,
     },
     /// Move an active appointment to a new time, atomically: if the new time
     /// is taken, nothing changes.
@@ -126,6 +131,9 @@ pub enum OpError {
     /// The hold lapsed before it was confirmed.
     #[error("hold expired")]
     HoldExpired,
+    /// The patient already holds `max_live_holds` live holds.
+    #[error("too many holds (at most {0})")]
+    TooManyHolds(u32),
     /// Anything else the store refused.
     #[error("{0}")]
     Other(String),

@@ -276,6 +276,7 @@ pub async fn create_appointment(
                 start,
                 hold: false,
                 idempotency_key: key,
+                max_live_holds: None,
                 audit: Some(audit.note(&user, Action::AppointmentCreate)),
             },
         )
@@ -671,10 +672,12 @@ pub async fn create_hold(
         .as_deref()
         .map(VisitTypeId::parse)
         .transpose()?;
-    // No hoarding: a patient holds only a few slots at a time. Counting and
-    // claiming happen under the patient's gate, so parallel requests (to
-    // different doctors, whose actors know nothing of each other) cannot all
-    // count the same holds and overshoot the cap.
+    // No hoarding: a patient holds only a few slots at a time. The store
+    // enforces the cap in the hold's own transaction (the arbiter, whatever
+    // node takes the request: see `WriteOp::Insert::max_live_holds`). This
+    // count under the patient's gate is the fast path: it answers most
+    // refusals without a trip through a calendar, and keeps this node's
+    // parallel requests from racing each other to the store.
     let _gate = hold_gate(user.id).await;
     let cap = state.settings.security.max_holds_per_patient;
     let now = chrono::Utc::now();
@@ -706,6 +709,7 @@ pub async fn create_hold(
                 start,
                 hold: true,
                 idempotency_key: None,
+                max_live_holds: Some(u32::try_from(cap).unwrap_or(u32::MAX)),
                 audit: Some(audit.note(&user, Action::AppointmentHold)),
             },
         )
@@ -718,9 +722,9 @@ pub async fn create_hold(
 ///
 /// Why a fixed set of striped locks rather than one lock per patient: the
 /// memory stays bounded whatever the number of patients, and two patients
-/// sharing a stripe only wait for each other's short count-and-claim. Across
-/// nodes the cap is best effort (each node gates its own requests); the
-/// per-account rate limit bounds what a patient can do there.
+/// sharing a stripe only wait for each other's short count-and-claim. The
+/// gate is only a fast path: across nodes (and should a claim outlive its
+/// request) the store's count in the hold's transaction decides.
 async fn hold_gate(
     patient: docspot_actors::domain::UserId,
 ) -> tokio::sync::MutexGuard<'static, ()> {

@@ -931,9 +931,32 @@ fn reschedule(
     Ok(Ok(updated))
 }
 
+/// The patient's live (unexpired) holds. The hold cap is counted in the
+/// write's transaction, as PostgreSQL does; `BEGIN IMMEDIATE` already
+/// serializes every writer of the one database file.
+fn live_holds(conn: &Connection, patient: UserId, now: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT count(*) FROM appointments
+         WHERE patient_id = ?1 AND status = 'held' AND hold_expires_at > ?2",
+    )?
+    .query_row(params![uid(patient.0), now], |r| r.get(0))
+}
+
 fn apply(conn: &Connection, doctor: DoctorId, op: &WriteOp, now: i64) -> rusqlite::Result<Outcome> {
     match op {
-        WriteOp::Insert { appointment, by } => insert(conn, appointment, *by, now),
+        WriteOp::Insert {
+            appointment,
+            by,
+            max_live_holds,
+        } => {
+            if let Some(cap) = max_live_holds
+                && appointment.status == AppointmentStatus::Held
+                && live_holds(conn, appointment.patient_id, now)? >= i64::from(*cap)
+            {
+                return Ok(Err(OpError::TooManyHolds(*cap)));
+            }
+            insert(conn, appointment, *by, now)
+        }
         WriteOp::Reschedule {
             id,
             time,
@@ -2215,6 +2238,7 @@ mod tests {
             WriteOp::Insert {
                 appointment: a.clone(),
                 by: self.patient,
+                max_live_holds: None,
             }
         }
 
@@ -2420,6 +2444,49 @@ mod tests {
             Some(a)
         );
         assert_eq!(f.store.appointment(c.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn holds_over_the_patients_cap_are_refused_alone() {
+        let f = fixture().await;
+        let capped = |a: &Appointment| WriteOp::Insert {
+            appointment: a.clone(),
+            by: f.patient,
+            max_live_holds: Some(2),
+        };
+        // A lapsed hold does not count.
+        let mut lapsed = f.appt(0, 30, Held);
+        lapsed.hold_expires_at = Some(now() - Duration::minutes(1));
+        assert!(f.commit_one(f.insert(&lapsed)).await.is_ok());
+        let (h1, h2, h3) = (
+            f.appt(60, 90, Held),
+            f.appt(120, 150, Held),
+            f.appt(180, 210, Held),
+        );
+        // A booking is never capped, and the writes after a refusal apply.
+        let b = f.appt(240, 270, Booked);
+        let out = f
+            .commit(vec![
+                capped(&h1),
+                capped(&h2),
+                capped(&h3),
+                WriteOp::Insert {
+                    appointment: b.clone(),
+                    by: f.patient,
+                    max_live_holds: Some(2),
+                },
+            ])
+            .await;
+        assert_eq!(
+            out,
+            vec![
+                Ok(h1.clone()),
+                Ok(h2.clone()),
+                Err(OpError::TooManyHolds(2)),
+                Ok(b.clone())
+            ]
+        );
+        assert!(f.store.appointment(h3.id).await.unwrap().is_none());
     }
 
     #[tokio::test]
