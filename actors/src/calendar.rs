@@ -384,6 +384,7 @@ impl CalendarActor {
             to: AppointmentStatus::Cancelled,
             by: None,
             reason: Some("hold_expired".into()),
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };
@@ -871,6 +872,7 @@ impl Handler<Confirm> for CalendarActor {
             to: AppointmentStatus::Booked,
             by: Some(msg.by),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: Some(now),
         };
@@ -963,8 +965,11 @@ pub struct Cancel {
     pub id: AppointmentId,
     /// Who asks.
     pub by: UserId,
-    /// Free-text reason, kept in the history.
+    /// Why, as a fixed code, kept in plaintext with the appointment and in
+    /// its history (see [`WriteOp::SetStatus`]).
     pub reason: Option<String>,
+    /// The canceller's free-text reason, already sealed for the store.
+    pub sealed_reason: Option<Vec<u8>>,
     /// Apply the clinic's cut-off (patients yes, staff no). Releasing a
     /// hold is never subject to it.
     pub enforce_cutoff: bool,
@@ -1016,6 +1021,7 @@ impl Handler<Cancel> for CalendarActor {
             to: AppointmentStatus::Cancelled,
             by: Some(msg.by),
             reason: msg.reason,
+            sealed_reason: msg.sealed_reason,
             starts_after,
             hold_valid_at: None,
         };
@@ -1069,6 +1075,7 @@ impl Handler<RecordOutcome> for CalendarActor {
             to: msg.status,
             by: Some(msg.by),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };

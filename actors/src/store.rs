@@ -59,8 +59,15 @@ pub enum WriteOp {
         to: AppointmentStatus,
         /// Who asked (`None` for the system, e.g. hold expiry).
         by: Option<UserId>,
-        /// Why (kept for cancellations).
+        /// Why, as a fixed code (`hold_expired`, `hold_released`, …): kept
+        /// in plaintext with the appointment and its history. Never free
+        /// text: that goes in `sealed_reason`.
         reason: Option<String>,
+        /// The canceller's own words, sealed by the store
+        /// (`PrivacyStore::seal_cancel_reason` in the server) and stored
+        /// encrypted with the appointment's details, in this write's
+        /// transaction and only if it applies.
+        sealed_reason: Option<Vec<u8>>,
         /// Refuse if the current start is not after this instant.
         starts_after: Option<DateTime<Utc>>,
         /// For confirming a hold: refuse if the hold lapsed before this.

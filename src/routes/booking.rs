@@ -537,7 +537,9 @@ pub async fn reschedule(
 /// `POST /api/v1/appointments/{id}/cancel` body.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct CancelIn {
-    /// Why (kept in the history).
+    /// Why, in the canceller's words (at most 500 characters): patient
+    /// data, stored encrypted with the appointment's details and erased with
+    /// them; the history records only that the appointment was cancelled.
     pub reason: Option<String>,
 }
 
@@ -562,7 +564,14 @@ pub async fn cancel(
     .await?;
     let reason = body
         .and_then(|b| b.into_inner().reason)
-        .map(|r| r.chars().take(500).collect::<String>());
+        .map(|r| r.trim().chars().take(500).collect::<String>())
+        .filter(|r| !r.is_empty());
+    // Sealed here, stored by the cancellation's own write: no plaintext of
+    // it reaches the appointment row, its history or the change bus.
+    let sealed_reason = reason
+        .as_deref()
+        .map(|r| state.store.seal_cancel_reason(a.id, r))
+        .transpose()?;
     let cancelled = state
         .calendars
         .ask(
@@ -570,7 +579,8 @@ pub async fn cancel(
             Cancel {
                 id: a.id,
                 by: user.id,
-                reason,
+                reason: None,
+                sealed_reason,
                 enforce_cutoff: user.role == Role::Patient,
                 holds_only: false,
                 audit: Some(audit.note(&user, Action::AppointmentCancel)),
@@ -578,7 +588,9 @@ pub async fn cancel(
         )
         .await?;
     audit.committed();
-    Ok(HttpResponse::Ok().json(AppointmentOut::from(cancelled)))
+    let mut out = AppointmentOut::from(cancelled);
+    out.cancel_reason = out.cancel_reason.or(reason);
+    Ok(HttpResponse::Ok().json(out))
 }
 
 /// `POST /api/v1/appointments/{id}/outcome` body.
@@ -799,6 +811,7 @@ pub async fn release_hold(
                 id: a.id,
                 by: user.id,
                 reason: Some("hold_released".into()),
+                sealed_reason: None,
                 enforce_cutoff: false,
                 holds_only: true,
                 audit: Some(audit.note(&user, Action::AppointmentCancel)),

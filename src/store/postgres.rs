@@ -512,11 +512,13 @@ async fn set_status(
     from: &[AppointmentStatus],
     to: AppointmentStatus,
     by: Option<UserId>,
-    reason: Option<&str>,
+    (reason, sealed_reason): (Option<&str>, Option<&[u8]>),
     starts_after: Option<DateTime<Utc>>,
     hold_valid_at: Option<DateTime<Utc>>,
     note: Option<&AuditNote>,
 ) -> Result<Outcome, tokio_postgres::Error> {
+    // The canceller's words go, sealed, into the appointment's details
+    // (`det`), only if the change applies; `reason` is a fixed code.
     let sql = format!(
         "WITH cur AS (
             SELECT id, status, starts_at FROM appointments WHERE id = $1 AND doctor_id = $2 FOR UPDATE
@@ -541,6 +543,11 @@ async fn set_status(
             FROM upd{lock}
             WHERE (upd.old_status = 'held' AND upd.status = 'booked')
                OR (upd.old_status = 'booked' AND upd.status = 'cancelled')
+        ), det AS (
+            INSERT INTO appointment_details (appointment_id, cancel_reason_enc)
+            SELECT id, $17::bytea FROM upd WHERE $17::bytea IS NOT NULL
+            ON CONFLICT (appointment_id) DO UPDATE SET
+                cancel_reason_enc = EXCLUDED.cancel_reason_enc, updated_at = now()
         ){audit}
         SELECT {APPT_COLS} FROM upd",
         lock = alert_lock!("upd"),
@@ -563,6 +570,7 @@ async fn set_status(
         &action,
     ];
     params.extend(note.refs());
+    params.push(&sealed_reason);
     let row = tx.query_opt(&stmt, &params).await?;
     match row {
         Some(row) => Ok(appointment(&row).map_err(|e| OpError::Other(e.0))),
@@ -944,6 +952,7 @@ async fn apply(tx: &Conn, doctor: DoctorId, w: &Write) -> Result<Outcome, tokio_
             to,
             by,
             reason,
+            sealed_reason,
             starts_after,
             hold_valid_at,
         } => {
@@ -954,7 +963,7 @@ async fn apply(tx: &Conn, doctor: DoctorId, w: &Write) -> Result<Outcome, tokio_
                 from,
                 *to,
                 *by,
-                reason.as_deref(),
+                (reason.as_deref(), sealed_reason.as_deref()),
                 *starts_after,
                 *hold_valid_at,
                 note,

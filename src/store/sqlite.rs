@@ -112,6 +112,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/sqlite/V6__audit_outbox.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/sqlite/V7__cancel_reason_encrypted.sql"),
+    ),
 ];
 
 /// Read-only connections in the pool.
@@ -799,6 +803,7 @@ struct StatusChange<'a> {
     to: AppointmentStatus,
     by: Option<UserId>,
     reason: Option<&'a str>,
+    sealed_reason: Option<&'a [u8]>,
     starts_after: Option<DateTime<Utc>>,
     hold_valid_at: Option<DateTime<Utc>>,
 }
@@ -853,6 +858,16 @@ fn set_status(
             note: c.reason.unwrap_or(""),
         },
     )?;
+    if let Some(sealed) = c.sealed_reason {
+        // The canceller's words, encrypted, beside the reason for visit.
+        conn.prepare_cached(
+            "INSERT INTO appointment_details (appointment_id, cancel_reason_enc, updated_at)
+             VALUES (?1, ?2, ?3)
+             ON CONFLICT (appointment_id) DO UPDATE SET
+                cancel_reason_enc = excluded.cancel_reason_enc, updated_at = excluded.updated_at",
+        )?
+        .execute(params![uid(c.id.0), sealed, now])?;
+    }
     if let Some(kind) = status_alert(cur.status, updated.status) {
         alert(conn, kind, now, &updated, None)?;
     }
@@ -981,6 +996,7 @@ fn apply(conn: &Connection, doctor: DoctorId, op: &WriteOp, now: i64) -> rusqlit
             to,
             by,
             reason,
+            sealed_reason,
             starts_after,
             hold_valid_at,
         } => set_status(
@@ -992,6 +1008,7 @@ fn apply(conn: &Connection, doctor: DoctorId, op: &WriteOp, now: i64) -> rusqlit
                 to: *to,
                 by: *by,
                 reason: reason.as_deref(),
+                sealed_reason: sealed_reason.as_deref(),
                 starts_after: *starts_after,
                 hold_valid_at: *hold_valid_at,
             },
@@ -2292,6 +2309,7 @@ mod tests {
                 to,
                 by: Some(self.patient),
                 reason: None,
+                sealed_reason: None,
                 starts_after: None,
                 hold_valid_at: None,
             }
@@ -2319,7 +2337,7 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(fks, 1);
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
         assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(version));
     }
 
@@ -2765,6 +2783,7 @@ mod tests {
             to: Booked,
             by: Some(f.patient),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: Some(now()),
         };
@@ -2791,6 +2810,7 @@ mod tests {
             to: Cancelled,
             by: Some(f.patient),
             reason: Some("changed plans".into()),
+            sealed_reason: None,
             starts_after,
             hold_valid_at: None,
         };
@@ -2812,6 +2832,7 @@ mod tests {
             to: Cancelled,
             by: None,
             reason: Some("hold_expired".into()),
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };
@@ -3085,6 +3106,7 @@ mod tests {
             to: Booked,
             by: Some(f.patient),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: Some(now()),
         };
@@ -3117,6 +3139,7 @@ mod tests {
             to: Cancelled,
             by: None,
             reason: Some("hold_expired".into()),
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };
@@ -3365,6 +3388,7 @@ mod tests {
             to: Cancelled,
             by: Some(patient),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };

@@ -53,17 +53,17 @@ pub async fn put(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest
         .unwrap()
 }
 
-const ENCRYPTED: [(&str, &str, [&str; 2]); 3] = [
-    ("users", "id", ["email_enc", "name_enc"]),
+const ENCRYPTED: [(&str, &str, &[&str]); 3] = [
+    ("users", "id", &["email_enc", "name_enc"]),
     (
         "patient_profiles",
         "user_id",
-        ["phone_enc", "date_of_birth_enc"],
+        &["phone_enc", "date_of_birth_enc"],
     ),
     (
         "appointment_details",
         "appointment_id",
-        ["reason_enc", "notes_enc"],
+        &["reason_enc", "notes_enc", "cancel_reason_enc"],
     ),
 ];
 
@@ -103,7 +103,7 @@ async fn key_ids(app: &TestApp) -> Vec<String> {
 /// Everything the database holds, as text: every row of every table (as
 /// JSON) for PostgreSQL; the database file and its WAL, byte for byte, for
 /// SQLite.
-async fn raw_dump(app: &TestApp) -> String {
+pub async fn raw_dump(app: &TestApp) -> String {
     match &app.database {
         TestDb::Postgres(_) => {
             let c = app.pg().await;
@@ -171,7 +171,7 @@ async fn user_columns(db: &TestDb) -> Vec<String> {
 }
 
 #[actix_web::test]
-async fn the_database_holds_no_plaintext_email_name_phone_or_visit_reason() {
+async fn the_database_holds_no_plaintext_email_name_phone_visit_or_cancellation_reason() {
     let app = spawn_app().await;
     let f = app.fixture().await;
     let email = format!(
@@ -195,6 +195,25 @@ async fn the_database_holds_no_plaintext_email_name_phone_or_visit_reason() {
     let path = format!("/api/v1/appointments/{}/details", a["id"].as_str().unwrap());
     let reason = json!({"reason": "Persistent chest pain since Tuesday"});
     expect(put(&app, &token, &path, reason).await, 200).await;
+    let b = expect(
+        app.book(&token, f.doctor.id, tomorrow_at(11, 0), None)
+            .await,
+        201,
+    )
+    .await;
+    let b_id = b["id"].as_str().unwrap();
+    let why = "Relocating to Reykjavik after the divorce";
+    let cancelled = expect(
+        app.post(
+            &token,
+            &format!("/api/v1/appointments/{b_id}/cancel"),
+            json!({ "reason": why }),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(cancelled["cancel_reason"], why);
 
     let dump = raw_dump(&app).await;
     for secret in [
@@ -203,13 +222,18 @@ async fn the_database_holds_no_plaintext_email_name_phone_or_visit_reason() {
         "5550123",
         "1980-02-03",
         "chest pain",
+        "Reykjavik",
     ] {
         assert!(!dump.contains(secret), "{secret:?} is stored in plaintext");
     }
     let columns = user_columns(&app.database).await;
     assert!(!columns.iter().any(|c| c == "email" || c == "name"));
     let kids = key_ids(&app).await;
-    assert_eq!(kids.len(), 5, "e-mail, name, phone, birth date, reason");
+    assert_eq!(
+        kids.len(),
+        6,
+        "e-mail, name, phone, birth date, reason, cancellation reason"
+    );
     assert!(kids.iter().all(|k| k == TEST_KEY_A.0));
 
     // Yet the API shows it all in plaintext.
@@ -218,6 +242,14 @@ async fn the_database_holds_no_plaintext_email_name_phone_or_visit_reason() {
     assert_eq!(me["name"], "Zelda Plaintext");
     assert_eq!(me["phone"], "+49 170 5550123");
     assert_eq!(me["date_of_birth"], "1980-02-03");
+    let v = expect(
+        app.get(&token, &format!("/api/v1/appointments/{b_id}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(v["cancel_reason"], why);
+    assert_eq!(v["details"]["cancel_reason"], why);
 }
 
 #[actix_web::test]
@@ -282,10 +314,13 @@ async fn keys_rotate_reencrypts_everything_under_the_active_key_and_resumes() {
             200,
         )
         .await;
+        let cancel = format!("/api/v1/appointments/{}/cancel", a["id"].as_str().unwrap());
+        let why = json!({"reason": format!("cancel {i}")});
+        expect(app.post(&token, &cancel, why).await, 200).await;
         emails.push(email);
     }
     let before = key_ids(&app).await;
-    assert_eq!(before.len(), 3 * 5);
+    assert_eq!(before.len(), 3 * 6);
     assert!(before.iter().all(|k| k == TEST_KEY_A.0));
 
     // Keys {A, B}, B active: what the operator configures before rotating.
@@ -339,6 +374,7 @@ async fn keys_rotate_reencrypts_everything_under_the_active_key_and_resumes() {
         let a = &store.patient_appointments(u.id).await.unwrap()[0];
         let d = store.appointment_details(a.id).await.unwrap().unwrap();
         assert_eq!(d.reason, Some(format!("reason {i}")));
+        assert_eq!(d.cancel_reason, Some(format!("cancel {i}")));
     }
     // …while key A alone reads nothing any more.
     let mut only_a = app.state.settings.clone();

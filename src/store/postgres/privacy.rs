@@ -14,7 +14,8 @@ use crate::store::{
     SuggestionLog,
     privacy::{
         AppointmentDetails, DetailsChange, EncryptedTable, Erasure, PatientProfile, PrivacyStore,
-        RotateBatch, SealedProfile, SealedUser, columns, open_details, reencrypt_row, seal_text,
+        RotateBatch, SealedProfile, SealedUser, columns, open_details, reencrypt_row,
+        seal_cancel_reason, seal_text,
     },
 };
 
@@ -108,6 +109,15 @@ impl PgStore {
     }
 }
 
+/// The sealed reason, notes and cancellation reason of a details row.
+fn sealed_details(r: &tokio_postgres::Row) -> [Option<&[u8]>; 3] {
+    [
+        r.get("reason_enc"),
+        r.get("notes_enc"),
+        r.get("cancel_reason_enc"),
+    ]
+}
+
 #[async_trait]
 impl PrivacyStore for PgStore {
     async fn profile(&self, user: UserId) -> Result<PatientProfile, StoreError> {
@@ -153,16 +163,18 @@ impl PrivacyStore for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT reason_enc, notes_enc FROM appointment_details WHERE appointment_id = $1",
+                "SELECT reason_enc, notes_enc, cancel_reason_enc FROM appointment_details
+                 WHERE appointment_id = $1",
                 &[&id.0],
             )
             .await
             .map_err(unavailable)?;
-        row.map(|r| {
-            open_details(&self.cipher, id, r.get("reason_enc"), r.get("notes_enc"))
-                .map_err(unavailable)
-        })
-        .transpose()
+        row.map(|r| open_details(&self.cipher, id, sealed_details(&r)).map_err(unavailable))
+            .transpose()
+    }
+
+    fn seal_cancel_reason(&self, id: AppointmentId, reason: &str) -> Result<Vec<u8>, StoreError> {
+        seal_cancel_reason(&self.cipher, id, reason)
     }
 
     async fn update_appointment_details(
@@ -192,7 +204,7 @@ impl PrivacyStore for PgStore {
                     notes_enc = CASE WHEN $4 THEN EXCLUDED.notes_enc
                                      ELSE appointment_details.notes_enc END,
                     updated_at = now()
-                 RETURNING reason_enc, notes_enc",
+                 RETURNING reason_enc, notes_enc, cancel_reason_enc",
                 &[
                     &id.0,
                     &change.reason.is_some(),
@@ -203,13 +215,7 @@ impl PrivacyStore for PgStore {
             )
             .await
             .map_err(unavailable)?;
-        open_details(
-            &self.cipher,
-            id,
-            row.get("reason_enc"),
-            row.get("notes_enc"),
-        )
-        .map_err(unavailable)
+        open_details(&self.cipher, id, sealed_details(&row)).map_err(unavailable)
     }
 
     async fn suggestion_logs_of(&self, patient: UserId) -> Result<Vec<SuggestionLog>, StoreError> {
@@ -292,8 +298,15 @@ impl PrivacyStore for PgStore {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<RotateBatch, StoreError> {
-        let [(c0, _), (c1, _)] = table.columns();
+        let cols = table.columns();
         let (t, k) = (table.table(), table.key());
+        let list = cols.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
+        let set = cols
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{c} = ${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
         // Row locks: a concurrent write of the same row waits for this batch
@@ -301,26 +314,30 @@ impl PrivacyStore for PgStore {
         let rows = tx
             .query(
                 &format!(
-                    "SELECT {k} AS pk, {c0} AS c0, {c1} AS c1 FROM {t}
+                    "SELECT {k} AS pk, {list} FROM {t}
                      WHERE $1::uuid IS NULL OR {k} > $1 ORDER BY {k} LIMIT $2 FOR UPDATE"
                 ),
                 &[&after, &limit.max(1)],
             )
             .await
             .map_err(unavailable)?;
-        let update = format!("UPDATE {t} SET {c0} = $2, {c1} = $3 WHERE {k} = $1");
+        let update = format!("UPDATE {t} SET {set} WHERE {k} = $1");
         let mut out = RotateBatch::default();
         for r in &rows {
             let pk: Uuid = r.get("pk");
             out.scanned += 1;
             out.last = Some(pk);
-            if let Some([v0, v1]) =
-                reencrypt_row(&self.cipher, table, pk, [r.get("c0"), r.get("c1")])
-                    .map_err(|e| StoreError(format!("{t} {pk}: {e}")))?
+            let values = (1..=cols.len()).map(|i| r.get(i)).collect();
+            if let Some(values) = reencrypt_row(&self.cipher, table, pk, values)
+                .map_err(|e| StoreError(format!("{t} {pk}: {e}")))?
             {
-                tx.execute(&update, &[&pk, &v0, &v1])
-                    .await
-                    .map_err(unavailable)?;
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&pk];
+                params.extend(
+                    values
+                        .iter()
+                        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)),
+                );
+                tx.execute(&update, &params).await.map_err(unavailable)?;
                 out.rewritten += 1;
             }
         }

@@ -17,10 +17,21 @@ use crate::{
         privacy::{
             AppointmentDetails, DetailsChange, EncryptedTable, Erasure, PatientProfile,
             PrivacyStore, RotateBatch, SealedProfile, SealedUser, columns, open_details,
-            reencrypt_row, seal_text,
+            reencrypt_row, seal_cancel_reason, seal_text,
         },
     },
 };
+
+/// The sealed reason, notes and cancellation reason of a details row.
+type Sealed3 = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn sealed3(r: &rusqlite::Row<'_>) -> rusqlite::Result<Sealed3> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+fn as_refs(s: &Sealed3) -> [Option<&[u8]>; 3] {
+    [s.0.as_deref(), s.1.as_deref(), s.2.as_deref()]
+}
 
 /// Rows per transaction when encrypting a plaintext database.
 pub(super) const LEGACY_BATCH: i64 = 500;
@@ -142,21 +153,22 @@ impl PrivacyStore for SqliteStore {
         &self,
         id: AppointmentId,
     ) -> Result<Option<AppointmentDetails>, StoreError> {
-        let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = self
+        let row: Option<Sealed3> = self
             .read(move |conn| {
                 conn.prepare_cached(
-                    "SELECT reason_enc, notes_enc FROM appointment_details
+                    "SELECT reason_enc, notes_enc, cancel_reason_enc FROM appointment_details
                      WHERE appointment_id = ?1",
                 )?
-                .query_row([uid(id.0)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([uid(id.0)], sealed3)
                 .optional()
             })
             .await?;
-        row.map(|(reason, notes)| {
-            open_details(&self.inner.cipher, id, reason.as_deref(), notes.as_deref())
-                .map_err(unavailable)
-        })
-        .transpose()
+        row.map(|r| open_details(&self.inner.cipher, id, as_refs(&r)).map_err(unavailable))
+            .transpose()
+    }
+
+    fn seal_cancel_reason(&self, id: AppointmentId, reason: &str) -> Result<Vec<u8>, StoreError> {
+        seal_cancel_reason(&self.inner.cipher, id, reason)
     }
 
     async fn update_appointment_details(
@@ -170,7 +182,7 @@ impl PrivacyStore for SqliteStore {
         let notes = seal_text(cipher, columns::NOTES, id.0, change.notes.as_deref())
             .map_err(unavailable)?;
         let (set_reason, set_notes) = (change.reason.is_some(), change.notes.is_some());
-        let (reason, notes): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+        let sealed: Sealed3 = self
             .write(move |conn| {
                 conn.prepare_cached(
                     "INSERT INTO appointment_details (appointment_id, reason_enc, notes_enc,
@@ -182,18 +194,18 @@ impl PrivacyStore for SqliteStore {
                         notes_enc = CASE WHEN ?4 THEN excluded.notes_enc
                                          ELSE appointment_details.notes_enc END,
                         updated_at = excluded.updated_at
-                     RETURNING reason_enc, notes_enc",
+                     RETURNING reason_enc, notes_enc, cancel_reason_enc",
                 )
                 .and_then(|mut st| {
                     st.query_row(
                         params![uid(id.0), set_reason, reason, set_notes, notes, now_us()],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                        sealed3,
                     )
                 })
                 .map_err(unavailable)
             })
             .await?;
-        open_details(cipher, id, reason.as_deref(), notes.as_deref()).map_err(unavailable)
+        open_details(cipher, id, as_refs(&sealed)).map_err(unavailable)
     }
 
     async fn suggestion_logs_of(&self, patient: UserId) -> Result<Vec<SuggestionLog>, StoreError> {
@@ -276,38 +288,53 @@ impl PrivacyStore for SqliteStore {
     ) -> Result<RotateBatch, StoreError> {
         let cipher = self.inner.cipher.clone();
         self.write(move |conn| {
-            let [(c0, _), (c1, _)] = table.columns();
+            let cols = table.columns();
             let (t, k) = (table.table(), table.key());
+            let list = cols.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
+            let set = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| format!("{c} = ?{}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
             // The writer connection in an immediate transaction: no other
             // write of these rows can interleave.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
             type Sealed = Option<Vec<u8>>;
-            let rows: Vec<(Uuid, Sealed, Sealed)> = tx
+            let rows: Vec<(Uuid, Vec<Sealed>)> = tx
                 .prepare(&format!(
-                    "SELECT {k}, {c0}, {c1} FROM {t} WHERE {k} > ?1 ORDER BY {k} LIMIT ?2"
+                    "SELECT {k}, {list} FROM {t} WHERE {k} > ?1 ORDER BY {k} LIMIT ?2"
                 ))
                 .and_then(|mut st| {
                     st.query_map(
                         params![after.map(uid).unwrap_or_default(), limit.max(1)],
-                        |r| Ok((r.get::<_, Id>(0)?.0, r.get(1)?, r.get(2)?)),
+                        |r| {
+                            let values = (1..=cols.len())
+                                .map(|i| r.get(i))
+                                .collect::<rusqlite::Result<_>>()?;
+                            Ok((r.get::<_, Id>(0)?.0, values))
+                        },
                     )?
                     .collect()
                 })
                 .map_err(unavailable)?;
             let mut out = RotateBatch::default();
-            for (pk, v0, v1) in rows {
+            let update = format!("UPDATE {t} SET {set} WHERE {k} = ?1");
+            for (pk, values) in rows {
                 out.scanned += 1;
                 out.last = Some(pk);
-                if let Some([v0, v1]) = reencrypt_row(&cipher, table, pk, [v0, v1])
+                if let Some(values) = reencrypt_row(&cipher, table, pk, values)
                     .map_err(|e| StoreError(format!("{t} {pk}: {e}")))?
                 {
-                    tx.execute(
-                        &format!("UPDATE {t} SET {c0} = ?2, {c1} = ?3 WHERE {k} = ?1"),
-                        params![uid(pk), v0, v1],
-                    )
-                    .map_err(unavailable)?;
+                    let mut params: Vec<&dyn rusqlite::ToSql> =
+                        Vec::with_capacity(1 + values.len());
+                    let key = uid(pk);
+                    params.push(&key);
+                    params.extend(values.iter().map(|v| v as &dyn rusqlite::ToSql));
+                    tx.execute(&update, params.as_slice())
+                        .map_err(unavailable)?;
                     out.rewritten += 1;
                 }
             }
