@@ -35,6 +35,11 @@ pub mod columns {
     pub const CANCEL_REASON: &str = "appointment_details.cancel_reason";
 }
 
+/// The fixed cancellation codes the system writes to
+/// `appointments.cancel_reason` and the history (plaintext, not patient
+/// data); any other text there predates V7 and is sealed at start-up.
+pub const CANCEL_CODES: [&str; 3] = ["hold_expired", "hold_released", "patient data erased"];
+
 /// The password hash an erasure leaves (the stores' erase SQL writes this
 /// literal): no PHC parser accepts it, so no password verifies, and it marks
 /// the account as erased.

@@ -89,7 +89,7 @@ use crate::{
     crypto::FieldCipher,
     domain::{Email, Role},
 };
-use privacy::{LEGACY_BATCH, encrypt_legacy_users};
+use privacy::{LEGACY_BATCH, encrypt_legacy_users, seal_legacy_cancel_reasons};
 
 /// Schema migrations in order; `PRAGMA user_version` records the last one
 /// applied. Append new versions, never edit applied ones.
@@ -1174,6 +1174,7 @@ impl SqliteStore {
         let mut writer = connect(path).map_err(unavailable)?;
         migrate(&mut writer)?;
         encrypt_legacy_users(&mut writer, &cipher, LEGACY_BATCH)?;
+        seal_legacy_cancel_reasons(&mut writer, &cipher, LEGACY_BATCH)?;
         let readers = (0..READERS)
             .map(|_| {
                 let conn = connect(path)?;

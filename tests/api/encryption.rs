@@ -589,3 +589,92 @@ async fn an_interrupted_plaintext_migration_resumes() {
         login(&app, email, "password-123").await;
     }
 }
+
+#[actix_web::test]
+async fn cancellation_reasons_from_before_v7_are_sealed_and_blanked_at_start_up() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, token) = app.patient().await;
+    let a = expect(
+        app.book(&token, f.doctor.id, tomorrow_at(9, 0), None).await,
+        201,
+    )
+    .await;
+    let id: Uuid = a["id"].as_str().unwrap().parse().unwrap();
+    let cancel = format!("/api/v1/appointments/{id}/cancel");
+    expect(app.post(&token, &cancel, json!({})).await, 200).await;
+    // What a server before V7 left: the free text in the row and in the
+    // history, and V7's list of appointments to seal.
+    let why = "Legacy plaintext about my gout";
+    match &app.database {
+        TestDb::Postgres(_) => {
+            let c = app.pg().await;
+            c.batch_execute(&format!(
+                "UPDATE appointments SET cancel_reason = '{why}' WHERE id = '{id}';
+                 INSERT INTO appointment_history (appointment_id, action, from_status, to_status, to_start, note)
+                 SELECT id, 'cancel', 'booked', 'cancelled', starts_at, '{why}'
+                 FROM appointments WHERE id = '{id}';
+                 CREATE TABLE legacy_cancel_reasons (appointment_id uuid PRIMARY KEY);
+                 INSERT INTO legacy_cancel_reasons VALUES ('{id}');"
+            ))
+            .await
+            .unwrap();
+        }
+        TestDb::Sqlite(path) => {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            c.execute_batch(&format!(
+                "UPDATE appointments SET cancel_reason = '{why}' WHERE id = '{id}';
+                 INSERT INTO appointment_history (appointment_id, action, from_status, to_status, to_start, note)
+                 SELECT id, 'cancel', 'booked', 'cancelled', starts_at, '{why}'
+                 FROM appointments WHERE id = '{id}';
+                 CREATE TABLE legacy_cancel_reasons (appointment_id TEXT PRIMARY KEY NOT NULL) STRICT;
+                 INSERT INTO legacy_cancel_reasons VALUES ('{id}');"
+            ))
+            .unwrap();
+        }
+    }
+    assert!(raw_dump(&app).await.contains("gout"));
+
+    // A node starting on the database seals it.
+    let node = spawn_app_with(Options {
+        database: Some(app.database.clone()),
+        ..Default::default()
+    })
+    .await;
+    assert!(!raw_dump(&node).await.contains("gout"));
+    let v = expect(
+        node.get(&token, &format!("/api/v1/appointments/{id}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(v["details"]["cancel_reason"], why);
+    let h = expect(
+        node.get(&token, &format!("/api/v1/appointments/{id}/history"))
+            .await,
+        200,
+    )
+    .await;
+    assert!(
+        h["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["note"] == "")
+    );
+    // The history is append-only again.
+    let refused = match &app.database {
+        TestDb::Postgres(_) => app
+            .pg()
+            .await
+            .batch_execute("UPDATE appointment_history SET note = ''")
+            .await
+            .is_err(),
+        TestDb::Sqlite(path) => rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch("UPDATE appointment_history SET note = ''")
+            .is_err(),
+    };
+    assert!(refused, "the history must stay append-only");
+}

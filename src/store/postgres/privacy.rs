@@ -13,8 +13,8 @@ use super::{PgStore, unavailable};
 use crate::store::{
     SuggestionLog,
     privacy::{
-        AppointmentDetails, DetailsChange, EncryptedTable, Erasure, PatientProfile, PrivacyStore,
-        RotateBatch, SealedProfile, SealedUser, columns, open_details, reencrypt_row,
+        AppointmentDetails, CANCEL_CODES, DetailsChange, EncryptedTable, Erasure, PatientProfile,
+        PrivacyStore, RotateBatch, SealedProfile, SealedUser, columns, open_details, reencrypt_row,
         seal_cancel_reason, seal_text,
     },
 };
@@ -116,6 +116,112 @@ fn sealed_details(r: &tokio_postgres::Row) -> [Option<&[u8]>; 3] {
         r.get("notes_enc"),
         r.get("cancel_reason_enc"),
     ]
+}
+
+impl PgStore {
+    /// Seals the free-text cancellation reasons written before V7 into
+    /// `appointment_details.cancel_reason_enc` and blanks their plaintext in
+    /// the appointment and its history, `batch` appointments per
+    /// transaction, from the list V7 made (`legacy_cancel_reasons`), which
+    /// it drops when done. An erased patient's reasons are only blanked.
+    /// Resumable; a no-op once the list is gone. Returns the appointments
+    /// done.
+    pub async fn seal_legacy_cancel_reasons(&self, batch: i64) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let pending: bool = client
+            .query_one(
+                "SELECT to_regclass('legacy_cancel_reasons') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        if !pending {
+            return Ok(0);
+        }
+        let codes: Vec<&str> = CANCEL_CODES.to_vec();
+        let mut done = 0;
+        loop {
+            let tx = client.transaction().await.map_err(unavailable)?;
+            let rows = tx
+                .query(
+                    "SELECT l.appointment_id AS id, u.erased_at IS NOT NULL AS erased,
+                        CASE WHEN a.cancel_reason <> ALL($2) THEN a.cancel_reason END AS reason,
+                        (SELECT h.note FROM appointment_history h
+                         WHERE h.appointment_id = a.id AND h.action = 'cancel'
+                           AND h.note <> '' AND h.note <> ALL($2)
+                         ORDER BY h.id DESC LIMIT 1) AS note
+                     FROM legacy_cancel_reasons l
+                     JOIN appointments a ON a.id = l.appointment_id
+                     JOIN users u ON u.id = a.patient_id
+                     ORDER BY l.appointment_id LIMIT $1 FOR UPDATE OF l, a",
+                    &[&batch.max(1), &codes],
+                )
+                .await
+                .map_err(unavailable)?;
+            if rows.is_empty() {
+                tx.commit().await.map_err(unavailable)?;
+                break;
+            }
+            let mut ids = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let id: Uuid = r.get("id");
+                ids.push(id);
+                let text: Option<String> = r.get::<_, Option<String>>("reason").or(r.get("note"));
+                let (Some(text), false) = (text, r.get::<_, bool>("erased")) else {
+                    continue;
+                };
+                let sealed = seal_cancel_reason(&self.cipher, AppointmentId(id), &text)?;
+                tx.execute(
+                    "INSERT INTO appointment_details (appointment_id, cancel_reason_enc)
+                     VALUES ($1, $2)
+                     ON CONFLICT (appointment_id) DO UPDATE SET cancel_reason_enc =
+                        coalesce(appointment_details.cancel_reason_enc, EXCLUDED.cancel_reason_enc)",
+                    &[&id, &sealed],
+                )
+                .await
+                .map_err(unavailable)?;
+            }
+            tx.execute(
+                "UPDATE appointments SET cancel_reason = NULL
+                 WHERE id = ANY($1) AND cancel_reason <> ALL($2)",
+                &[&ids, &codes],
+            )
+            .await
+            .map_err(unavailable)?;
+            // The one change the append-only history allows (see V7).
+            tx.batch_execute("SET LOCAL docspot.blank_history_notes = 'on'")
+                .await
+                .map_err(unavailable)?;
+            tx.execute(
+                "UPDATE appointment_history SET note = ''
+                 WHERE appointment_id = ANY($1) AND action = 'cancel'
+                   AND note <> '' AND note <> ALL($2)",
+                &[&ids, &codes],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM legacy_cancel_reasons WHERE appointment_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            done += ids.len() as u64;
+        }
+        client
+            .batch_execute("DROP TABLE IF EXISTS legacy_cancel_reasons")
+            .await
+            .map_err(unavailable)?;
+        if done > 0 {
+            tracing::info!(
+                appointments = done,
+                "sealed cancellation reasons stored in plaintext"
+            );
+        }
+        Ok(done)
+    }
 }
 
 #[async_trait]

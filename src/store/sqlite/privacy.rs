@@ -15,9 +15,9 @@ use crate::{
     store::{
         SuggestionLog,
         privacy::{
-            AppointmentDetails, DetailsChange, EncryptedTable, Erasure, PatientProfile,
-            PrivacyStore, RotateBatch, SealedProfile, SealedUser, columns, open_details,
-            reencrypt_row, seal_cancel_reason, seal_text,
+            AppointmentDetails, CANCEL_CODES, DetailsChange, EncryptedTable, Erasure,
+            PatientProfile, PrivacyStore, RotateBatch, SealedProfile, SealedUser, columns,
+            open_details, reencrypt_row, seal_cancel_reason, seal_text,
         },
     },
 };
@@ -105,6 +105,124 @@ pub(super) fn encrypt_legacy_users(
     }
     if done > 0 {
         tracing::info!(rows = done, "encrypted accounts stored in plaintext");
+    }
+    Ok(done)
+}
+
+/// Seals the free-text cancellation reasons written before V7 and blanks
+/// their plaintext in the appointment and its history, `batch` appointments
+/// per transaction, from the list V7 made (`legacy_cancel_reasons`), which
+/// it drops when done; an erased patient's reasons are only blanked. See
+/// the PostgreSQL store's `seal_legacy_cancel_reasons`. Returns the
+/// appointments done.
+pub(super) fn seal_legacy_cancel_reasons(
+    conn: &mut Connection,
+    cipher: &FieldCipher,
+    batch: i64,
+) -> Result<u64, StoreError> {
+    let codes = CANCEL_CODES.map(|c| format!("'{c}'")).join(", ");
+    let mut done = 0;
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let pending: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM sqlite_master
+                 WHERE type = 'table' AND name = 'legacy_cancel_reasons'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
+        if pending == 0 {
+            break;
+        }
+        type Legacy = (Uuid, bool, Option<String>, Option<String>);
+        let rows: Vec<Legacy> = tx
+            .prepare(&format!(
+                "SELECT l.appointment_id, u.erased_at IS NOT NULL,
+                    CASE WHEN a.cancel_reason NOT IN ({codes}) THEN a.cancel_reason END,
+                    (SELECT h.note FROM appointment_history h
+                     WHERE h.appointment_id = a.id AND h.action = 'cancel'
+                       AND h.note <> '' AND h.note NOT IN ({codes})
+                     ORDER BY h.id DESC LIMIT 1)
+                 FROM legacy_cancel_reasons l
+                 JOIN appointments a ON a.id = l.appointment_id
+                 JOIN users u ON u.id = a.patient_id
+                 ORDER BY l.appointment_id LIMIT ?1"
+            ))
+            .and_then(|mut st| {
+                st.query_map([batch.max(1)], |r| {
+                    Ok((r.get::<_, Id>(0)?.0, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect()
+            })
+            .map_err(unavailable)?;
+        if rows.is_empty() {
+            tx.execute_batch("DROP TABLE legacy_cancel_reasons")
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            break;
+        }
+        // The history is append-only; its update trigger steps aside for
+        // this transaction only.
+        tx.execute_batch("DROP TRIGGER appointment_history_no_update")
+            .map_err(unavailable)?;
+        let now = now_us();
+        for (id, erased, reason, note) in &rows {
+            if let (Some(text), false) = (reason.as_ref().or(note.as_ref()), erased) {
+                let sealed = seal_cancel_reason(cipher, AppointmentId(*id), text)?;
+                tx.execute(
+                    "INSERT INTO appointment_details (appointment_id, cancel_reason_enc, updated_at)
+                     VALUES (?1, ?2, ?3)
+                     ON CONFLICT (appointment_id) DO UPDATE SET cancel_reason_enc =
+                        coalesce(appointment_details.cancel_reason_enc, excluded.cancel_reason_enc)",
+                    params![uid(*id), sealed, now],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE appointments SET cancel_reason = NULL
+                     WHERE id = ?1 AND cancel_reason NOT IN ({codes})"
+                ),
+                [uid(*id)],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
+                &format!(
+                    "UPDATE appointment_history SET note = ''
+                     WHERE appointment_id = ?1 AND action = 'cancel'
+                       AND note <> '' AND note NOT IN ({codes})"
+                ),
+                [uid(*id)],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM legacy_cancel_reasons WHERE appointment_id = ?1",
+                [uid(*id)],
+            )
+            .map_err(unavailable)?;
+        }
+        tx.execute_batch(
+            "CREATE TRIGGER appointment_history_no_update
+                 BEFORE UPDATE ON appointment_history
+             BEGIN
+                 SELECT RAISE(ABORT, 'appointment_history is append-only');
+             END;",
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        done += rows.len() as u64;
+    }
+    if done > 0 {
+        // The plaintext may survive in the WAL: empty it.
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(unavailable)?;
+        tracing::info!(
+            appointments = done,
+            "sealed cancellation reasons stored in plaintext"
+        );
     }
     Ok(done)
 }
