@@ -904,19 +904,17 @@ async fn over_hold_cap(
     let mut patients: Vec<uuid::Uuid> = capped.iter().map(|&(_, p, _)| p).collect();
     patients.sort_unstable();
     patients.dedup();
-    tx.execute(
-        "SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-        &[&patients],
-    )
-    .await?;
-    let rows = tx
-        .query(
+    let (lock, count) = futures::try_join!(
+        tx.prepare_cached("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"),
+        tx.prepare_cached(
             "SELECT patient_id, count(*) AS n FROM appointments
              WHERE patient_id = ANY($1) AND status = 'held' AND hold_expires_at > now()
-             GROUP BY patient_id",
-            &[&patients],
-        )
-        .await?;
+             GROUP BY patient_id"
+        ),
+    )?;
+    // Sent together; the count runs once the locks are granted.
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&patients];
+    let (_, rows) = futures::try_join!(tx.execute(&lock, &p), tx.query(&count, &p))?;
     let mut live: std::collections::HashMap<uuid::Uuid, i64> = rows
         .iter()
         .map(|r| (r.get("patient_id"), r.get("n")))
