@@ -192,6 +192,7 @@ impl From<BookingError> for ApiError {
             BookingError::NotStarted => ApiError::conflict("not_started", detail),
             BookingError::HoldExpired => ApiError::new(StatusCode::GONE, "hold_expired", detail),
             BookingError::Busy => ApiError::conflict("appointment_busy", detail),
+            BookingError::TooManyHolds(_) => ApiError::conflict("too_many_holds", detail),
             BookingError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "calendar_unavailable",

@@ -258,6 +258,7 @@ pub async fn erase_patient(
                     id: a.id,
                     by,
                     reason: Some("patient data erased".into()),
+                    sealed_reason: None,
                     enforce_cutoff: false,
                     holds_only: false,
                     audit: Some(audit.clone()),

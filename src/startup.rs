@@ -89,6 +89,8 @@ pub async fn open_store(
             )?;
             // Accounts from before encryption at rest: encrypt, drop plaintext.
             store.encrypt_legacy_users(500, None).await?;
+            // Cancellation reasons from before V7: seal, blank plaintext.
+            store.seal_legacy_cancel_reasons(500).await?;
             Ok(Arc::new(store))
         }
         Backend::Sqlite(path) => {

@@ -111,6 +111,9 @@ pub enum BookingError {
     /// The hold lapsed before it was confirmed.
     #[error("the hold has expired")]
     HoldExpired,
+    /// The patient already holds as many slots as allowed.
+    #[error("at most {0} held slots at a time; confirm or release one first")]
+    TooManyHolds(u32),
     /// Another change to the same appointment is being committed.
     #[error("another change to this appointment is in progress")]
     Busy,
@@ -381,6 +384,7 @@ impl CalendarActor {
             to: AppointmentStatus::Cancelled,
             by: None,
             reason: Some("hold_expired".into()),
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };
@@ -577,6 +581,7 @@ impl CalendarActor {
             }
             OpError::CutoffPassed => Err(BookingError::CutoffPassed),
             OpError::HoldExpired => Err(BookingError::HoldExpired),
+            OpError::TooManyHolds(cap) => Err(BookingError::TooManyHolds(cap)),
             OpError::Other(m) => Err(BookingError::Unavailable(m)),
         }
     }
@@ -749,6 +754,10 @@ pub struct Claim {
     pub hold: bool,
     /// Retries with the same key return the same appointment.
     pub idempotency_key: Option<String>,
+    /// For a hold: the most live holds the patient may have, this one
+    /// included; enforced by the store in the write's transaction
+    /// ([`WriteOp::Insert`]). Ignored for bookings.
+    pub max_live_holds: Option<u32>,
     /// The change's audit record, written in its transaction.
     pub audit: Option<AuditNote>,
 }
@@ -819,6 +828,7 @@ impl Handler<Claim> for CalendarActor {
         let op = WriteOp::Insert {
             appointment,
             by: msg.patient,
+            max_live_holds: msg.max_live_holds.filter(|_| msg.hold),
         };
         self.enqueue(id, op, msg.audit, Effect::Insert { block }, vec![tx], ctx);
         wait_for(rx)
@@ -862,6 +872,7 @@ impl Handler<Confirm> for CalendarActor {
             to: AppointmentStatus::Booked,
             by: Some(msg.by),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: Some(now),
         };
@@ -954,8 +965,11 @@ pub struct Cancel {
     pub id: AppointmentId,
     /// Who asks.
     pub by: UserId,
-    /// Free-text reason, kept in the history.
+    /// Why, as a fixed code, kept in plaintext with the appointment and in
+    /// its history (see [`WriteOp::SetStatus`]).
     pub reason: Option<String>,
+    /// The canceller's free-text reason, already sealed for the store.
+    pub sealed_reason: Option<Vec<u8>>,
     /// Apply the clinic's cut-off (patients yes, staff no). Releasing a
     /// hold is never subject to it.
     pub enforce_cutoff: bool,
@@ -1007,6 +1021,7 @@ impl Handler<Cancel> for CalendarActor {
             to: AppointmentStatus::Cancelled,
             by: Some(msg.by),
             reason: msg.reason,
+            sealed_reason: msg.sealed_reason,
             starts_after,
             hold_valid_at: None,
         };
@@ -1060,6 +1075,7 @@ impl Handler<RecordOutcome> for CalendarActor {
             to: msg.status,
             by: Some(msg.by),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };

@@ -28,6 +28,11 @@ pub enum WriteOp {
         appointment: Appointment,
         /// Who asked.
         by: UserId,
+        /// For a hold: refuse it ([`OpError::TooManyHolds`]) if the patient
+        /// would then hold more than this many live (unexpired) holds. The
+        /// store counts in the write's transaction, so the cap holds across
+        /// nodes, not only on the node that took the request.
+        max_live_holds: Option<u32>,
     },
     /// Move an active appointment to a new time, atomically: if the new time
     /// is taken, nothing changes.
@@ -54,8 +59,15 @@ pub enum WriteOp {
         to: AppointmentStatus,
         /// Who asked (`None` for the system, e.g. hold expiry).
         by: Option<UserId>,
-        /// Why (kept for cancellations).
+        /// Why, as a fixed code (`hold_expired`, `hold_released`, …): kept
+        /// in plaintext with the appointment and its history. Never free
+        /// text: that goes in `sealed_reason`.
         reason: Option<String>,
+        /// The canceller's own words, sealed by the store
+        /// (`PrivacyStore::seal_cancel_reason` in the server) and stored
+        /// encrypted with the appointment's details, in this write's
+        /// transaction and only if it applies.
+        sealed_reason: Option<Vec<u8>>,
         /// Refuse if the current start is not after this instant.
         starts_after: Option<DateTime<Utc>>,
         /// For confirming a hold: refuse if the hold lapsed before this.
@@ -126,6 +138,9 @@ pub enum OpError {
     /// The hold lapsed before it was confirmed.
     #[error("hold expired")]
     HoldExpired,
+    /// The patient already holds `max_live_holds` live holds.
+    #[error("too many holds (at most {0})")]
+    TooManyHolds(u32),
     /// Anything else the store refused.
     #[error("{0}")]
     Other(String),

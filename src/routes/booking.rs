@@ -283,6 +283,7 @@ pub async fn create_appointment(
                 start,
                 hold: false,
                 idempotency_key: key,
+                max_live_holds: None,
                 audit: Some(audit.note(&user, Action::AppointmentCreate)),
             },
         )
@@ -568,7 +569,9 @@ pub async fn reschedule(
 /// `POST /api/v1/appointments/{id}/cancel` body.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct CancelIn {
-    /// Why (kept in the history).
+    /// Why, in the canceller's words (at most 500 characters): patient
+    /// data, stored encrypted with the appointment's details and erased with
+    /// them; the history records only that the appointment was cancelled.
     pub reason: Option<String>,
 }
 
@@ -593,7 +596,14 @@ pub async fn cancel(
     .await?;
     let reason = body
         .and_then(|b| b.into_inner().reason)
-        .map(|r| r.chars().take(500).collect::<String>());
+        .map(|r| r.trim().chars().take(500).collect::<String>())
+        .filter(|r| !r.is_empty());
+    // Sealed here, stored by the cancellation's own write: no plaintext of
+    // it reaches the appointment row, its history or the change bus.
+    let sealed_reason = reason
+        .as_deref()
+        .map(|r| state.store.seal_cancel_reason(a.id, r))
+        .transpose()?;
     let cancelled = state
         .calendars
         .ask(
@@ -601,7 +611,8 @@ pub async fn cancel(
             Cancel {
                 id: a.id,
                 by: user.id,
-                reason,
+                reason: None,
+                sealed_reason,
                 enforce_cutoff: user.role == Role::Patient,
                 holds_only: false,
                 audit: Some(audit.note(&user, Action::AppointmentCancel)),
@@ -609,7 +620,9 @@ pub async fn cancel(
         )
         .await?;
     audit.committed();
-    Ok(HttpResponse::Ok().json(AppointmentOut::from(cancelled)))
+    let mut out = AppointmentOut::from(cancelled);
+    out.cancel_reason = out.cancel_reason.or(reason);
+    Ok(HttpResponse::Ok().json(out))
 }
 
 /// `POST /api/v1/appointments/{id}/outcome` body.
@@ -703,10 +716,12 @@ pub async fn create_hold(
         .as_deref()
         .map(VisitTypeId::parse)
         .transpose()?;
-    // No hoarding: a patient holds only a few slots at a time. Counting and
-    // claiming happen under the patient's gate, so parallel requests (to
-    // different doctors, whose actors know nothing of each other) cannot all
-    // count the same holds and overshoot the cap.
+    // No hoarding: a patient holds only a few slots at a time. The store
+    // enforces the cap in the hold's own transaction (the arbiter, whatever
+    // node takes the request: see `WriteOp::Insert::max_live_holds`). This
+    // count under the patient's gate is the fast path: it answers most
+    // refusals without a trip through a calendar, and keeps this node's
+    // parallel requests from racing each other to the store.
     let _gate = hold_gate(user.id).await;
     let cap = state.settings.security.max_holds_per_patient;
     let now = chrono::Utc::now();
@@ -738,6 +753,7 @@ pub async fn create_hold(
                 start,
                 hold: true,
                 idempotency_key: None,
+                max_live_holds: Some(u32::try_from(cap).unwrap_or(u32::MAX)),
                 audit: Some(audit.note(&user, Action::AppointmentHold)),
             },
         )
@@ -750,9 +766,9 @@ pub async fn create_hold(
 ///
 /// Why a fixed set of striped locks rather than one lock per patient: the
 /// memory stays bounded whatever the number of patients, and two patients
-/// sharing a stripe only wait for each other's short count-and-claim. Across
-/// nodes the cap is best effort (each node gates its own requests); the
-/// per-account rate limit bounds what a patient can do there.
+/// sharing a stripe only wait for each other's short count-and-claim. The
+/// gate is only a fast path: across nodes (and should a claim outlive its
+/// request) the store's count in the hold's transaction decides.
 async fn hold_gate(
     patient: docspot_actors::domain::UserId,
 ) -> tokio::sync::MutexGuard<'static, ()> {
@@ -827,6 +843,7 @@ pub async fn release_hold(
                 id: a.id,
                 by: user.id,
                 reason: Some("hold_released".into()),
+                sealed_reason: None,
                 enforce_cutoff: false,
                 holds_only: true,
                 audit: Some(audit.note(&user, Action::AppointmentCancel)),

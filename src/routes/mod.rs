@@ -89,7 +89,11 @@ pub struct AppointmentOut {
     /// For holds: when the hold lapses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_expires_at: Option<DateTime<Utc>>,
-    /// For cancellations: why.
+    /// For cancellations: why. A fixed code for cancellations the system
+    /// made (`hold_expired`, `hold_released`, `patient data erased`); the
+    /// canceller's own words where the caller may read the appointment's
+    /// details (the cancellation's answer, `GET /api/v1/appointments/{id}`),
+    /// which store them encrypted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<String>,
     /// When it was made.

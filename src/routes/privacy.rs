@@ -187,8 +187,12 @@ pub struct AppointmentView {
 /// patient, the doctor and the clinic's admins all may read them).
 pub async fn appointment_view(state: &State, a: Appointment) -> Result<AppointmentView, ApiError> {
     let details = state.store.appointment_details(a.id).await?;
+    let mut appointment = AppointmentOut::from(a);
+    if let Some(why) = details.as_ref().and_then(|d| d.cancel_reason.clone()) {
+        appointment.cancel_reason = Some(why);
+    }
     Ok(AppointmentView {
-        appointment: a.into(),
+        appointment,
         details,
     })
 }

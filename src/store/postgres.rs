@@ -514,11 +514,13 @@ async fn set_status(
     from: &[AppointmentStatus],
     to: AppointmentStatus,
     by: Option<UserId>,
-    reason: Option<&str>,
+    (reason, sealed_reason): (Option<&str>, Option<&[u8]>),
     starts_after: Option<DateTime<Utc>>,
     hold_valid_at: Option<DateTime<Utc>>,
     note: Option<&AuditNote>,
 ) -> Result<Outcome, tokio_postgres::Error> {
+    // The canceller's words go, sealed, into the appointment's details
+    // (`det`), only if the change applies; `reason` is a fixed code.
     let sql = format!(
         "WITH cur AS (
             SELECT id, status, starts_at FROM appointments WHERE id = $1 AND doctor_id = $2 FOR UPDATE
@@ -543,6 +545,11 @@ async fn set_status(
             FROM upd{lock}
             WHERE (upd.old_status = 'held' AND upd.status = 'booked')
                OR (upd.old_status = 'booked' AND upd.status = 'cancelled')
+        ), det AS (
+            INSERT INTO appointment_details (appointment_id, cancel_reason_enc)
+            SELECT id, $17::bytea FROM upd WHERE $17::bytea IS NOT NULL
+            ON CONFLICT (appointment_id) DO UPDATE SET
+                cancel_reason_enc = EXCLUDED.cancel_reason_enc, updated_at = now()
         ){audit}
         SELECT {APPT_COLS} FROM upd",
         lock = alert_lock!("upd"),
@@ -565,6 +572,7 @@ async fn set_status(
         &action,
     ];
     params.extend(note.refs());
+    params.push(&sealed_reason);
     let row = tx.query_opt(&stmt, &params).await?;
     match row {
         Some(row) => Ok(appointment(&row).map_err(|e| OpError::Other(e.0))),
@@ -797,10 +805,17 @@ async fn apply_pipelined(
     tx: &Conn,
     writes: &[(DoctorId, &Write)],
 ) -> Result<Vec<Outcome>, tokio_postgres::Error> {
+    // Sends nothing (and so keeps the pipeline) unless the group has holds
+    // under a cap.
+    let refused = over_hold_cap(tx, writes).await?;
     let new: Vec<(&Appointment, UserId, Option<&AuditNote>)> = writes
         .iter()
-        .filter_map(|(_, w)| match &w.op {
-            WriteOp::Insert { appointment, by } => Some((appointment, *by, w.audit.as_ref())),
+        .enumerate()
+        .filter(|(i, _)| !refused.contains_key(i))
+        .filter_map(|(_, (_, w))| match &w.op {
+            WriteOp::Insert {
+                appointment, by, ..
+            } => Some((appointment, *by, w.audit.as_ref())),
             _ => None,
         })
         .collect();
@@ -813,7 +828,11 @@ async fn apply_pipelined(
     let (inserted, others) = futures::try_join!(insert_many(tx, &new), others)?;
     let (mut inserted, mut others) = (inserted.into_iter(), others.into_iter());
     let mut out = Vec::with_capacity(writes.len());
-    for (doctor, w) in writes {
+    for (i, (doctor, w)) in writes.iter().enumerate() {
+        if let Some(refusal) = refused.get(&i) {
+            out.push(Err(refusal.clone()));
+            continue;
+        }
         out.push(match &w.op {
             WriteOp::Insert { .. } => match inserted.next().flatten() {
                 Some(done) => done,
@@ -829,11 +848,97 @@ async fn apply_pipelined(
     Ok(out)
 }
 
+/// Applies writes one statement after another (a run with reschedules,
+/// whose savepoints must not interleave with other statements), refusing
+/// holds over their patient's cap first. The doctors are locked already.
+async fn apply_sequential(
+    tx: &Conn,
+    writes: &[(DoctorId, &Write)],
+) -> Result<Vec<Outcome>, tokio_postgres::Error> {
+    let refused = over_hold_cap(tx, writes).await?;
+    let mut out = Vec::with_capacity(writes.len());
+    for (i, (doctor, w)) in writes.iter().enumerate() {
+        out.push(match refused.get(&i) {
+            Some(refusal) => Err(refusal.clone()),
+            None => apply(tx, *doctor, w).await?,
+        });
+    }
+    Ok(out)
+}
+
+/// The holds of `writes` (by index) that would take their patient over the
+/// cap the hold carries (`WriteOp::Insert::max_live_holds`): the arbiter of
+/// the hold cap across nodes.
+///
+/// Locks the patients' user rows first (in id order, after the doctors: the
+/// same order in every transaction, so none deadlock), then counts their live
+/// holds in a statement of its own, which in READ COMMITTED sees every hold
+/// committed by whoever held the lock before. Two nodes' holds for one
+/// patient so count one after the other, whatever calendars they go through.
+/// `NO KEY UPDATE` conflicts with itself but not with the foreign-key checks
+/// of the patient's bookings, which go on unblocked. Within the group, holds
+/// are granted in the order of `writes`; a granted hold that then loses its
+/// slot leaves its place unused (the cap errs on the side of refusing).
+///
+/// Sends nothing, and answers at once, when no write is a capped hold.
+async fn over_hold_cap(
+    tx: &Conn,
+    writes: &[(DoctorId, &Write)],
+) -> Result<std::collections::HashMap<usize, OpError>, tokio_postgres::Error> {
+    let capped: Vec<(usize, uuid::Uuid, u32)> = writes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, w))| match &w.op {
+            WriteOp::Insert {
+                appointment,
+                max_live_holds: Some(cap),
+                ..
+            } if appointment.status == AppointmentStatus::Held => {
+                Some((i, appointment.patient_id.0, *cap))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut refused = std::collections::HashMap::new();
+    if capped.is_empty() {
+        return Ok(refused);
+    }
+    let mut patients: Vec<uuid::Uuid> = capped.iter().map(|&(_, p, _)| p).collect();
+    patients.sort_unstable();
+    patients.dedup();
+    let (lock, count) = futures::try_join!(
+        tx.prepare_cached("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"),
+        tx.prepare_cached(
+            "SELECT patient_id, count(*) AS n FROM appointments
+             WHERE patient_id = ANY($1) AND status = 'held' AND hold_expires_at > now()
+             GROUP BY patient_id"
+        ),
+    )?;
+    // Sent together; the count runs once the locks are granted.
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&patients];
+    let (_, rows) = futures::try_join!(tx.execute(&lock, &p), tx.query(&count, &p))?;
+    let mut live: std::collections::HashMap<uuid::Uuid, i64> = rows
+        .iter()
+        .map(|r| (r.get("patient_id"), r.get("n")))
+        .collect();
+    for (i, patient, cap) in capped {
+        let n = live.entry(patient).or_insert(0);
+        if *n >= i64::from(cap) {
+            refused.insert(i, OpError::TooManyHolds(cap));
+        } else {
+            *n += 1;
+        }
+    }
+    Ok(refused)
+}
+
 /// Applies one write, with its audit record if it applied.
 async fn apply(tx: &Conn, doctor: DoctorId, w: &Write) -> Result<Outcome, tokio_postgres::Error> {
     let note = w.audit.as_ref();
     match &w.op {
-        WriteOp::Insert { appointment, by } => insert(tx, appointment, *by, note).await,
+        WriteOp::Insert {
+            appointment, by, ..
+        } => insert(tx, appointment, *by, note).await,
         WriteOp::Reschedule {
             id,
             time,
@@ -847,6 +952,7 @@ async fn apply(tx: &Conn, doctor: DoctorId, w: &Write) -> Result<Outcome, tokio_
             to,
             by,
             reason,
+            sealed_reason,
             starts_after,
             hold_valid_at,
         } => {
@@ -857,7 +963,7 @@ async fn apply(tx: &Conn, doctor: DoctorId, w: &Write) -> Result<Outcome, tokio_
                 from,
                 *to,
                 *by,
-                reason.as_deref(),
+                (reason.as_deref(), sealed_reason.as_deref()),
                 *starts_after,
                 *hold_valid_at,
                 note,
@@ -917,11 +1023,8 @@ async fn apply_all(
         {
             // Savepoints must not interleave with other writes.
             lock_doctor(tx, doctor).await?;
-            let mut out = Vec::with_capacity(ops.len());
-            for w in ops {
-                out.push(apply(tx, doctor, w).await?);
-            }
-            Ok(out)
+            let writes: Vec<(DoctorId, &Write)> = ops.iter().map(|w| (doctor, w)).collect();
+            apply_sequential(tx, &writes).await
         } else {
             // Pipelined, the lock first (see `apply_group`).
             let writes: Vec<(DoctorId, &Write)> = ops.iter().map(|w| (doctor, w)).collect();
@@ -1109,17 +1212,21 @@ async fn apply_group(
             .any(|w| matches!(w.op, WriteOp::Reschedule { .. }))
         {
             // Reschedules use savepoints, which must not interleave with
-            // other writes: one statement after another.
-            let mut all = Vec::with_capacity(jobs.len());
+            // other writes: one statement after another. All doctors first,
+            // in order, then the patients a hold cap needs (see
+            // `over_hold_cap`).
             for job in jobs {
                 lock_doctor(tx, job.doctor).await?;
-                let mut out = Vec::with_capacity(job.ops.len());
-                for w in &job.ops {
-                    out.push(apply(tx, job.doctor, w).await?);
-                }
-                all.push(out);
             }
-            Ok(all)
+            let writes: Vec<(DoctorId, &Write)> = jobs
+                .iter()
+                .flat_map(|job| job.ops.iter().map(move |w| (job.doctor, w)))
+                .collect();
+            let mut flat = apply_sequential(tx, &writes).await?.into_iter();
+            Ok(jobs
+                .iter()
+                .map(|job| flat.by_ref().take(job.ops.len()).collect())
+                .collect())
         } else {
             // Pipelined: every statement is sent without waiting for the one
             // before; PostgreSQL still runs them in the order sent on the

@@ -31,7 +31,14 @@ pub mod columns {
     pub const REASON: &str = "appointment_details.reason";
     /// `appointment_details.notes_enc`.
     pub const NOTES: &str = "appointment_details.notes";
+    /// `appointment_details.cancel_reason_enc`.
+    pub const CANCEL_REASON: &str = "appointment_details.cancel_reason";
 }
+
+/// The fixed cancellation codes the system writes to
+/// `appointments.cancel_reason` and the history (plaintext, not patient
+/// data); any other text there predates V7 and is sealed at start-up.
+pub const CANCEL_CODES: [&str; 3] = ["hold_expired", "hold_released", "patient data erased"];
 
 /// The password hash an erasure leaves (the stores' erase SQL writes this
 /// literal): no PHC parser accepts it, so no password verifies, and it marks
@@ -51,14 +58,18 @@ pub struct PatientProfile {
     pub date_of_birth: Option<NaiveDate>,
 }
 
-/// The reason for a visit and the doctor's notes (plaintext; stored
-/// encrypted).
+/// The reason for a visit, the doctor's notes and the reason given for a
+/// cancellation (plaintext; stored encrypted).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AppointmentDetails {
     /// Why the patient comes (written by the patient).
     pub reason: Option<String>,
     /// The doctor's notes (written by the doctor or a clinic admin).
     pub notes: Option<String>,
+    /// Why the appointment was cancelled, as the canceller wrote it (set by
+    /// the cancellation itself, not by `PUT .../details`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
 }
 
 /// A change of appointment details: `None` leaves a field as it is, an
@@ -79,7 +90,7 @@ pub enum EncryptedTable {
     Users,
     /// `patient_profiles`: phone and date of birth.
     PatientProfiles,
-    /// `appointment_details`: reason and notes.
+    /// `appointment_details`: reason, notes and cancellation reason.
     AppointmentDetails,
 }
 
@@ -110,19 +121,20 @@ impl EncryptedTable {
     }
 
     /// Its encrypted columns with their associated-data names.
-    pub fn columns(self) -> [(&'static str, &'static str); 2] {
+    pub fn columns(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            EncryptedTable::Users => [
+            EncryptedTable::Users => &[
                 ("email_enc", columns::USER_EMAIL),
                 ("name_enc", columns::USER_NAME),
             ],
-            EncryptedTable::PatientProfiles => [
+            EncryptedTable::PatientProfiles => &[
                 ("phone_enc", columns::PHONE),
                 ("date_of_birth_enc", columns::DATE_OF_BIRTH),
             ],
-            EncryptedTable::AppointmentDetails => [
+            EncryptedTable::AppointmentDetails => &[
                 ("reason_enc", columns::REASON),
                 ("notes_enc", columns::NOTES),
+                ("cancel_reason_enc", columns::CANCEL_REASON),
             ],
         }
     }
@@ -166,6 +178,11 @@ pub trait PrivacyStore: Send + Sync {
         id: AppointmentId,
         change: &DetailsChange,
     ) -> Result<AppointmentDetails, StoreError>;
+    /// Seals a free-text cancellation reason of appointment `id` for the
+    /// cancellation's own write (`WriteOp::SetStatus::sealed_reason`), which
+    /// stores it in `appointment_details` in the same transaction as the
+    /// status change; only a fixed code, if any, is kept in plaintext.
+    fn seal_cancel_reason(&self, id: AppointmentId, reason: &str) -> Result<Vec<u8>, StoreError>;
     /// The suggestion logs of a patient, oldest first.
     async fn suggestion_logs_of(&self, patient: UserId) -> Result<Vec<SuggestionLog>, StoreError>;
     /// Erases a patient's personal data in one transaction: e-mail (and its
@@ -249,17 +266,29 @@ impl SealedProfile {
     }
 }
 
-/// The stored form of appointment details.
+/// The stored form of appointment details: the sealed reason, notes and
+/// cancellation reason.
 pub(crate) fn open_details(
     cipher: &FieldCipher,
     id: AppointmentId,
-    reason: Option<&[u8]>,
-    notes: Option<&[u8]>,
+    [reason, notes, cancel_reason]: [Option<&[u8]>; 3],
 ) -> Result<AppointmentDetails, CryptoError> {
     Ok(AppointmentDetails {
         reason: open_text(cipher, columns::REASON, id.0, reason)?,
         notes: open_text(cipher, columns::NOTES, id.0, notes)?,
+        cancel_reason: open_text(cipher, columns::CANCEL_REASON, id.0, cancel_reason)?,
     })
+}
+
+/// Seals a cancellation reason (see [`PrivacyStore::seal_cancel_reason`]).
+pub(crate) fn seal_cancel_reason(
+    cipher: &FieldCipher,
+    id: AppointmentId,
+    reason: &str,
+) -> Result<Vec<u8>, StoreError> {
+    cipher
+        .encrypt_str(FieldAad::new(columns::CANCEL_REASON, id.0), reason)
+        .map_err(|e| StoreError(e.to_string()))
 }
 
 /// The user fields as stored: blind index, sealed e-mail, sealed name.
@@ -299,17 +328,18 @@ pub(crate) fn open_user(
     ))
 }
 
-/// Re-encrypts one row's columns; `None` when all are under the active key.
+/// Re-encrypts one row's columns (`values` in the order of
+/// [`EncryptedTable::columns`]); `None` when all are under the active key.
 pub(crate) fn reencrypt_row(
     cipher: &FieldCipher,
     table: EncryptedTable,
     row: Uuid,
-    values: [Option<Vec<u8>>; 2],
-) -> Result<Option<[Option<Vec<u8>>; 2]>, CryptoError> {
+    values: Vec<Option<Vec<u8>>>,
+) -> Result<Option<Vec<Option<Vec<u8>>>>, CryptoError> {
     let mut changed = false;
-    let mut out: [Option<Vec<u8>>; 2] = [None, None];
-    for (i, ((_, aad), value)) in table.columns().into_iter().zip(values).enumerate() {
-        out[i] = match value {
+    let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(values.len());
+    for ((_, aad), value) in table.columns().iter().zip(values) {
+        out.push(match value {
             Some(v) => match cipher.reencrypt(FieldAad::new(aad, row), &v)? {
                 Some(new) => {
                     changed = true;
@@ -318,7 +348,7 @@ pub(crate) fn reencrypt_row(
                 None => Some(v),
             },
             None => None,
-        };
+        });
     }
     Ok(changed.then_some(out))
 }

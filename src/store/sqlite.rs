@@ -89,7 +89,7 @@ use crate::{
     crypto::FieldCipher,
     domain::{Email, Role},
 };
-use privacy::{LEGACY_BATCH, encrypt_legacy_users};
+use privacy::{LEGACY_BATCH, encrypt_legacy_users, seal_legacy_cancel_reasons};
 
 /// Schema migrations in order; `PRAGMA user_version` records the last one
 /// applied. Append new versions, never edit applied ones.
@@ -111,6 +111,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../migrations/sqlite/V6__audit_outbox.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/sqlite/V7__cancel_reason_encrypted.sql"),
     ),
 ];
 
@@ -799,6 +803,7 @@ struct StatusChange<'a> {
     to: AppointmentStatus,
     by: Option<UserId>,
     reason: Option<&'a str>,
+    sealed_reason: Option<&'a [u8]>,
     starts_after: Option<DateTime<Utc>>,
     hold_valid_at: Option<DateTime<Utc>>,
 }
@@ -853,6 +858,16 @@ fn set_status(
             note: c.reason.unwrap_or(""),
         },
     )?;
+    if let Some(sealed) = c.sealed_reason {
+        // The canceller's words, encrypted, beside the reason for visit.
+        conn.prepare_cached(
+            "INSERT INTO appointment_details (appointment_id, cancel_reason_enc, updated_at)
+             VALUES (?1, ?2, ?3)
+             ON CONFLICT (appointment_id) DO UPDATE SET
+                cancel_reason_enc = excluded.cancel_reason_enc, updated_at = excluded.updated_at",
+        )?
+        .execute(params![uid(c.id.0), sealed, now])?;
+    }
     if let Some(kind) = status_alert(cur.status, updated.status) {
         alert(conn, kind, now, &updated, None)?;
     }
@@ -931,9 +946,32 @@ fn reschedule(
     Ok(Ok(updated))
 }
 
+/// The patient's live (unexpired) holds. The hold cap is counted in the
+/// write's transaction, as PostgreSQL does; `BEGIN IMMEDIATE` already
+/// serializes every writer of the one database file.
+fn live_holds(conn: &Connection, patient: UserId, now: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT count(*) FROM appointments
+         WHERE patient_id = ?1 AND status = 'held' AND hold_expires_at > ?2",
+    )?
+    .query_row(params![uid(patient.0), now], |r| r.get(0))
+}
+
 fn apply(conn: &Connection, doctor: DoctorId, op: &WriteOp, now: i64) -> rusqlite::Result<Outcome> {
     match op {
-        WriteOp::Insert { appointment, by } => insert(conn, appointment, *by, now),
+        WriteOp::Insert {
+            appointment,
+            by,
+            max_live_holds,
+        } => {
+            if let Some(cap) = max_live_holds
+                && appointment.status == AppointmentStatus::Held
+                && live_holds(conn, appointment.patient_id, now)? >= i64::from(*cap)
+            {
+                return Ok(Err(OpError::TooManyHolds(*cap)));
+            }
+            insert(conn, appointment, *by, now)
+        }
         WriteOp::Reschedule {
             id,
             time,
@@ -958,6 +996,7 @@ fn apply(conn: &Connection, doctor: DoctorId, op: &WriteOp, now: i64) -> rusqlit
             to,
             by,
             reason,
+            sealed_reason,
             starts_after,
             hold_valid_at,
         } => set_status(
@@ -969,6 +1008,7 @@ fn apply(conn: &Connection, doctor: DoctorId, op: &WriteOp, now: i64) -> rusqlit
                 to: *to,
                 by: *by,
                 reason: reason.as_deref(),
+                sealed_reason: sealed_reason.as_deref(),
                 starts_after: *starts_after,
                 hold_valid_at: *hold_valid_at,
             },
@@ -1134,6 +1174,7 @@ impl SqliteStore {
         let mut writer = connect(path).map_err(unavailable)?;
         migrate(&mut writer)?;
         encrypt_legacy_users(&mut writer, &cipher, LEGACY_BATCH)?;
+        seal_legacy_cancel_reasons(&mut writer, &cipher, LEGACY_BATCH)?;
         let readers = (0..READERS)
             .map(|_| {
                 let conn = connect(path)?;
@@ -2233,6 +2274,7 @@ mod tests {
             WriteOp::Insert {
                 appointment: a.clone(),
                 by: self.patient,
+                max_live_holds: None,
             }
         }
 
@@ -2286,6 +2328,7 @@ mod tests {
                 to,
                 by: Some(self.patient),
                 reason: None,
+                sealed_reason: None,
                 starts_after: None,
                 hold_valid_at: None,
             }
@@ -2313,7 +2356,7 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous=FULL");
         assert_eq!(fks, 1);
-        assert_eq!(version, 6);
+        assert_eq!(version, 7);
         assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(version));
     }
 
@@ -2438,6 +2481,49 @@ mod tests {
             Some(a)
         );
         assert_eq!(f.store.appointment(c.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn holds_over_the_patients_cap_are_refused_alone() {
+        let f = fixture().await;
+        let capped = |a: &Appointment| WriteOp::Insert {
+            appointment: a.clone(),
+            by: f.patient,
+            max_live_holds: Some(2),
+        };
+        // A lapsed hold does not count.
+        let mut lapsed = f.appt(0, 30, Held);
+        lapsed.hold_expires_at = Some(now() - Duration::minutes(1));
+        assert!(f.commit_one(f.insert(&lapsed)).await.is_ok());
+        let (h1, h2, h3) = (
+            f.appt(60, 90, Held),
+            f.appt(120, 150, Held),
+            f.appt(180, 210, Held),
+        );
+        // A booking is never capped, and the writes after a refusal apply.
+        let b = f.appt(240, 270, Booked);
+        let out = f
+            .commit(vec![
+                capped(&h1),
+                capped(&h2),
+                capped(&h3),
+                WriteOp::Insert {
+                    appointment: b.clone(),
+                    by: f.patient,
+                    max_live_holds: Some(2),
+                },
+            ])
+            .await;
+        assert_eq!(
+            out,
+            vec![
+                Ok(h1.clone()),
+                Ok(h2.clone()),
+                Err(OpError::TooManyHolds(2)),
+                Ok(b.clone())
+            ]
+        );
+        assert!(f.store.appointment(h3.id).await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -2716,6 +2802,7 @@ mod tests {
             to: Booked,
             by: Some(f.patient),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: Some(now()),
         };
@@ -2742,6 +2829,7 @@ mod tests {
             to: Cancelled,
             by: Some(f.patient),
             reason: Some("changed plans".into()),
+            sealed_reason: None,
             starts_after,
             hold_valid_at: None,
         };
@@ -2763,6 +2851,7 @@ mod tests {
             to: Cancelled,
             by: None,
             reason: Some("hold_expired".into()),
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };
@@ -3036,6 +3125,7 @@ mod tests {
             to: Booked,
             by: Some(f.patient),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: Some(now()),
         };
@@ -3068,6 +3158,7 @@ mod tests {
             to: Cancelled,
             by: None,
             reason: Some("hold_expired".into()),
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };
@@ -3316,6 +3407,7 @@ mod tests {
             to: Cancelled,
             by: Some(patient),
             reason: None,
+            sealed_reason: None,
             starts_after: None,
             hold_valid_at: None,
         };

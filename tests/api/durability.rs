@@ -10,7 +10,9 @@ use std::{
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{Kind, PG, backend_under_test, expect};
+use crate::helpers::{
+    Kind, Options, PG, TestDb, backend_under_test, expect, spawn_app_with, tomorrow_at,
+};
 
 struct Server {
     child: Child,
@@ -235,6 +237,93 @@ async fn an_acknowledged_booking_survives_kill_9() {
         .await
         .unwrap();
     assert_eq!(expect(r, 409).await["code"], "slot_taken");
+}
+
+/// The hold cap is the database's to enforce, not each node's: a patient
+/// spreading parallel holds over two server processes on one PostgreSQL gets
+/// no more than the cap in all. (The nodes of `spawn_two_nodes()` share one
+/// process, and so the handler's per-patient gate, which would hide a store
+/// that does not count; here node B is the real binary in a process of its
+/// own.)
+#[actix_web::test]
+async fn the_hold_cap_holds_across_server_processes() {
+    let a = spawn_app_with(Options {
+        backend: Some(Kind::Postgres),
+        // One token for both nodes.
+        settings: Some(std::sync::Arc::new(|s| {
+            s.auth.jwt_secret = "durability-test-secret".to_string().into();
+        })),
+        ..Default::default()
+    })
+    .await;
+    let TestDb::Postgres(name) = &a.database else {
+        unreachable!("forced to PostgreSQL")
+    };
+    let b = start(&format!("{PG}/{name}")).await;
+    let clinic = a.clinic("UTC", 60).await;
+    let mut doctors = Vec::new();
+    for i in 0..10 {
+        let f = a
+            .doctor_in(clinic, &format!("Dr. {i}"), "08:00", "18:00")
+            .await;
+        doctors.push(f.doctor.id);
+    }
+    // Several patients at once, each spreading ten parallel holds over the
+    // two nodes (each patient at an hour of their own): more chances for two
+    // nodes' counts to overlap, so a store that does not count fails here
+    // reliably, not now and then.
+    const PATIENTS: u32 = 4;
+    let mut tokens = Vec::new();
+    for _ in 0..PATIENTS {
+        tokens.push(a.patient().await.1);
+    }
+    let http = reqwest::Client::new();
+    let requests = tokens.iter().enumerate().flat_map(|(p, token)| {
+        let start = tomorrow_at(9 + p as u32, 0).to_rfc3339();
+        doctors
+            .iter()
+            .enumerate()
+            .map(move |(i, d)| (p, i, *d, token, start.clone()))
+    });
+    let results = futures::future::join_all(requests.map(|(p, i, d, token, start)| {
+        let body = json!({"doctor_id": d.to_string(), "start": start});
+        let url = if (i + p) % 2 == 0 {
+            a.url("/api/v1/holds")
+        } else {
+            format!("{}/api/v1/holds", b.base)
+        };
+        let send = http.post(url).bearer_auth(token).json(&body).send();
+        async move { (p, send.await) }
+    }))
+    .await;
+    let mut created = vec![0; PATIENTS as usize];
+    for (p, r) in results {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            201 => created[p] += 1,
+            409 => assert_eq!(r.json::<Value>().await.unwrap()["code"], "too_many_holds"),
+            s => panic!("unexpected status {s}: {}", r.text().await.unwrap()),
+        }
+    }
+    assert_eq!(
+        created,
+        vec![3; PATIENTS as usize],
+        "exactly the cap of 3 holds per patient is granted, over both nodes"
+    );
+    let live: Vec<i64> = a
+        .pg()
+        .await
+        .query(
+            "SELECT count(*) FROM appointments WHERE status = 'held' AND hold_expires_at > now()
+             GROUP BY patient_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(live, vec![3; PATIENTS as usize]);
 }
 
 async fn token_at(http: &reqwest::Client, url: &str, email: &str, password: &str) -> String {

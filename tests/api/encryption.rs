@@ -53,17 +53,17 @@ pub async fn put(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest
         .unwrap()
 }
 
-const ENCRYPTED: [(&str, &str, [&str; 2]); 3] = [
-    ("users", "id", ["email_enc", "name_enc"]),
+const ENCRYPTED: [(&str, &str, &[&str]); 3] = [
+    ("users", "id", &["email_enc", "name_enc"]),
     (
         "patient_profiles",
         "user_id",
-        ["phone_enc", "date_of_birth_enc"],
+        &["phone_enc", "date_of_birth_enc"],
     ),
     (
         "appointment_details",
         "appointment_id",
-        ["reason_enc", "notes_enc"],
+        &["reason_enc", "notes_enc", "cancel_reason_enc"],
     ),
 ];
 
@@ -103,7 +103,7 @@ async fn key_ids(app: &TestApp) -> Vec<String> {
 /// Everything the database holds, as text: every row of every table (as
 /// JSON) for PostgreSQL; the database file and its WAL, byte for byte, for
 /// SQLite.
-async fn raw_dump(app: &TestApp) -> String {
+pub async fn raw_dump(app: &TestApp) -> String {
     match &app.database {
         TestDb::Postgres(_) => {
             let c = app.pg().await;
@@ -171,7 +171,7 @@ async fn user_columns(db: &TestDb) -> Vec<String> {
 }
 
 #[actix_web::test]
-async fn the_database_holds_no_plaintext_email_name_phone_or_visit_reason() {
+async fn the_database_holds_no_plaintext_email_name_phone_visit_or_cancellation_reason() {
     let app = spawn_app().await;
     let f = app.fixture().await;
     let email = format!(
@@ -195,6 +195,25 @@ async fn the_database_holds_no_plaintext_email_name_phone_or_visit_reason() {
     let path = format!("/api/v1/appointments/{}/details", a["id"].as_str().unwrap());
     let reason = json!({"reason": "Persistent chest pain since Tuesday"});
     expect(put(&app, &token, &path, reason).await, 200).await;
+    let b = expect(
+        app.book(&token, f.doctor.id, tomorrow_at(11, 0), None)
+            .await,
+        201,
+    )
+    .await;
+    let b_id = b["id"].as_str().unwrap();
+    let why = "Relocating to Reykjavik after the divorce";
+    let cancelled = expect(
+        app.post(
+            &token,
+            &format!("/api/v1/appointments/{b_id}/cancel"),
+            json!({ "reason": why }),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(cancelled["cancel_reason"], why);
 
     let dump = raw_dump(&app).await;
     for secret in [
@@ -203,13 +222,18 @@ async fn the_database_holds_no_plaintext_email_name_phone_or_visit_reason() {
         "5550123",
         "1980-02-03",
         "chest pain",
+        "Reykjavik",
     ] {
         assert!(!dump.contains(secret), "{secret:?} is stored in plaintext");
     }
     let columns = user_columns(&app.database).await;
     assert!(!columns.iter().any(|c| c == "email" || c == "name"));
     let kids = key_ids(&app).await;
-    assert_eq!(kids.len(), 5, "e-mail, name, phone, birth date, reason");
+    assert_eq!(
+        kids.len(),
+        6,
+        "e-mail, name, phone, birth date, reason, cancellation reason"
+    );
     assert!(kids.iter().all(|k| k == TEST_KEY_A.0));
 
     // Yet the API shows it all in plaintext.
@@ -218,6 +242,14 @@ async fn the_database_holds_no_plaintext_email_name_phone_or_visit_reason() {
     assert_eq!(me["name"], "Zelda Plaintext");
     assert_eq!(me["phone"], "+49 170 5550123");
     assert_eq!(me["date_of_birth"], "1980-02-03");
+    let v = expect(
+        app.get(&token, &format!("/api/v1/appointments/{b_id}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(v["cancel_reason"], why);
+    assert_eq!(v["details"]["cancel_reason"], why);
 }
 
 #[actix_web::test]
@@ -282,10 +314,13 @@ async fn keys_rotate_reencrypts_everything_under_the_active_key_and_resumes() {
             200,
         )
         .await;
+        let cancel = format!("/api/v1/appointments/{}/cancel", a["id"].as_str().unwrap());
+        let why = json!({"reason": format!("cancel {i}")});
+        expect(app.post(&token, &cancel, why).await, 200).await;
         emails.push(email);
     }
     let before = key_ids(&app).await;
-    assert_eq!(before.len(), 3 * 5);
+    assert_eq!(before.len(), 3 * 6);
     assert!(before.iter().all(|k| k == TEST_KEY_A.0));
 
     // Keys {A, B}, B active: what the operator configures before rotating.
@@ -339,6 +374,7 @@ async fn keys_rotate_reencrypts_everything_under_the_active_key_and_resumes() {
         let a = &store.patient_appointments(u.id).await.unwrap()[0];
         let d = store.appointment_details(a.id).await.unwrap().unwrap();
         assert_eq!(d.reason, Some(format!("reason {i}")));
+        assert_eq!(d.cancel_reason, Some(format!("cancel {i}")));
     }
     // …while key A alone reads nothing any more.
     let mut only_a = app.state.settings.clone();
@@ -614,4 +650,93 @@ async fn the_keys_rotate_command_moves_everything_to_the_new_key_across_runs() {
     let (ok, out, err) = rotate(&[TEST_KEY_B], &[]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("done:"), "{out}");
+}
+
+#[actix_web::test]
+async fn cancellation_reasons_from_before_v7_are_sealed_and_blanked_at_start_up() {
+    let app = spawn_app().await;
+    let f = app.fixture().await;
+    let (_, token) = app.patient().await;
+    let a = expect(
+        app.book(&token, f.doctor.id, tomorrow_at(9, 0), None).await,
+        201,
+    )
+    .await;
+    let id: Uuid = a["id"].as_str().unwrap().parse().unwrap();
+    let cancel = format!("/api/v1/appointments/{id}/cancel");
+    expect(app.post(&token, &cancel, json!({})).await, 200).await;
+    // What a server before V7 left: the free text in the row and in the
+    // history, and V7's list of appointments to seal.
+    let why = "Legacy plaintext about my gout";
+    match &app.database {
+        TestDb::Postgres(_) => {
+            let c = app.pg().await;
+            c.batch_execute(&format!(
+                "UPDATE appointments SET cancel_reason = '{why}' WHERE id = '{id}';
+                 INSERT INTO appointment_history (appointment_id, action, from_status, to_status, to_start, note)
+                 SELECT id, 'cancel', 'booked', 'cancelled', starts_at, '{why}'
+                 FROM appointments WHERE id = '{id}';
+                 CREATE TABLE legacy_cancel_reasons (appointment_id uuid PRIMARY KEY);
+                 INSERT INTO legacy_cancel_reasons VALUES ('{id}');"
+            ))
+            .await
+            .unwrap();
+        }
+        TestDb::Sqlite(path) => {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            c.execute_batch(&format!(
+                "UPDATE appointments SET cancel_reason = '{why}' WHERE id = '{id}';
+                 INSERT INTO appointment_history (appointment_id, action, from_status, to_status, to_start, note)
+                 SELECT id, 'cancel', 'booked', 'cancelled', starts_at, '{why}'
+                 FROM appointments WHERE id = '{id}';
+                 CREATE TABLE legacy_cancel_reasons (appointment_id TEXT PRIMARY KEY NOT NULL) STRICT;
+                 INSERT INTO legacy_cancel_reasons VALUES ('{id}');"
+            ))
+            .unwrap();
+        }
+    }
+    assert!(raw_dump(&app).await.contains("gout"));
+
+    // A node starting on the database seals it.
+    let node = spawn_app_with(Options {
+        database: Some(app.database.clone()),
+        ..Default::default()
+    })
+    .await;
+    assert!(!raw_dump(&node).await.contains("gout"));
+    let v = expect(
+        node.get(&token, &format!("/api/v1/appointments/{id}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(v["details"]["cancel_reason"], why);
+    let h = expect(
+        node.get(&token, &format!("/api/v1/appointments/{id}/history"))
+            .await,
+        200,
+    )
+    .await;
+    assert!(
+        h["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["note"] == "")
+    );
+    // The history is append-only again.
+    let refused = match &app.database {
+        TestDb::Postgres(_) => app
+            .pg()
+            .await
+            .batch_execute("UPDATE appointment_history SET note = ''")
+            .await
+            .is_err(),
+        TestDb::Sqlite(path) => rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch("UPDATE appointment_history SET note = ''")
+            .is_err(),
+    };
+    assert!(refused, "the history must stay append-only");
 }

@@ -192,7 +192,8 @@ async fn the_export_holds_everything_kept_about_the_patient() {
     )
     .await;
     let cancel = format!("/api/v1/appointments/{}/cancel", b["id"].as_str().unwrap());
-    expect(app.post(&token, &cancel, json!({})).await, 200).await;
+    let why = json!({"reason": "Found a nearer practice"});
+    expect(app.post(&token, &cancel, why).await, 200).await;
     let from = (Utc::now() + Duration::days(1)).to_rfc3339();
     let r = app
         .client
@@ -226,7 +227,11 @@ async fn the_export_holds_everything_kept_about_the_patient() {
     let cancelled = appts.iter().find(|a| a["id"] != id.as_str()).unwrap();
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["history"].as_array().unwrap().len(), 2);
-    assert!(cancelled["details"].is_null());
+    assert_eq!(
+        cancelled["details"]["cancel_reason"],
+        "Found a nearer practice"
+    );
+    assert!(cancelled["details"]["reason"].is_null());
     let logs = x["suggestion_logs"].as_array().unwrap();
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0]["doctor_id"], f.doctor.id.to_string());
@@ -294,6 +299,32 @@ async fn erasure_anonymises_the_patient_cancels_future_visits_and_keeps_past_one
         200,
     )
     .await;
+    // A visit the patient cancelled, saying why.
+    let gone = expect(
+        app.book(&token, f.doctor.id, tomorrow_at(12, 0), None)
+            .await,
+        201,
+    )
+    .await;
+    let gone_id = gone["id"].as_str().unwrap().to_string();
+    let why = "Started chemotherapy at another hospital";
+    expect(
+        app.post(
+            &token,
+            &format!("/api/v1/appointments/{gone_id}/cancel"),
+            json!({ "reason": why }),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let seen = expect(
+        app.get(&admin, &format!("/api/v1/appointments/{gone_id}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(seen["details"]["cancel_reason"], why);
     let day = tomorrow_at(0, 0);
     assert!(
         !app.slots(f.doctor.id, day, day + Duration::days(1))
@@ -322,8 +353,8 @@ async fn erasure_anonymises_the_patient_cancels_future_visits_and_keeps_past_one
         report["cancelled_appointments"],
         json!([future_id.to_string()])
     );
-    assert_eq!(report["kept_appointments"], 1);
-    assert_eq!(report["details_deleted"], 2);
+    assert_eq!(report["kept_appointments"], 2);
+    assert_eq!(report["details_deleted"], 3);
     assert_eq!(report["tokens_revoked"], 1);
 
     // The future visit was cancelled through the calendar: its slot is free.
@@ -358,6 +389,28 @@ async fn erasure_anonymises_the_patient_cancels_future_visits_and_keeps_past_one
         .clone();
     assert_eq!(last["action"], "cancel");
     assert_eq!(last["note"], "patient data erased");
+    // The cancellation reason went with the details, and no copy of it is
+    // left anywhere (the row, its history).
+    let gone = expect(
+        app.get(&admin, &format!("/api/v1/appointments/{gone_id}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(gone["status"], "cancelled");
+    assert!(gone.get("details").is_none() && gone.get("cancel_reason").is_none());
+    let history = expect(
+        app.get(&admin, &format!("/api/v1/appointments/{gone_id}/history"))
+            .await,
+        200,
+    )
+    .await;
+    assert!(!history.to_string().contains("chemotherapy"));
+    assert!(
+        !crate::encryption::raw_dump(&app)
+            .await
+            .contains("chemotherapy")
+    );
 
     // No way back in, and nothing personal left.
     let r = app

@@ -13,8 +13,9 @@ use super::{PgStore, unavailable};
 use crate::store::{
     SuggestionLog,
     privacy::{
-        AppointmentDetails, DetailsChange, EncryptedTable, Erasure, PatientProfile, PrivacyStore,
-        RotateBatch, SealedProfile, SealedUser, columns, open_details, reencrypt_row, seal_text,
+        AppointmentDetails, CANCEL_CODES, DetailsChange, EncryptedTable, Erasure, PatientProfile,
+        PrivacyStore, RotateBatch, SealedProfile, SealedUser, columns, open_details, reencrypt_row,
+        seal_cancel_reason, seal_text,
     },
 };
 
@@ -108,6 +109,121 @@ impl PgStore {
     }
 }
 
+/// The sealed reason, notes and cancellation reason of a details row.
+fn sealed_details(r: &tokio_postgres::Row) -> [Option<&[u8]>; 3] {
+    [
+        r.get("reason_enc"),
+        r.get("notes_enc"),
+        r.get("cancel_reason_enc"),
+    ]
+}
+
+impl PgStore {
+    /// Seals the free-text cancellation reasons written before V7 into
+    /// `appointment_details.cancel_reason_enc` and blanks their plaintext in
+    /// the appointment and its history, `batch` appointments per
+    /// transaction, from the list V7 made (`legacy_cancel_reasons`), which
+    /// it drops when done. An erased patient's reasons are only blanked.
+    /// Resumable; a no-op once the list is gone. Returns the appointments
+    /// done.
+    pub async fn seal_legacy_cancel_reasons(&self, batch: i64) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let pending: bool = client
+            .query_one(
+                "SELECT to_regclass('legacy_cancel_reasons') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        if !pending {
+            return Ok(0);
+        }
+        let codes: Vec<&str> = CANCEL_CODES.to_vec();
+        let mut done = 0;
+        loop {
+            let tx = client.transaction().await.map_err(unavailable)?;
+            let rows = tx
+                .query(
+                    "SELECT l.appointment_id AS id, u.erased_at IS NOT NULL AS erased,
+                        CASE WHEN a.cancel_reason <> ALL($2) THEN a.cancel_reason END AS reason,
+                        (SELECT h.note FROM appointment_history h
+                         WHERE h.appointment_id = a.id AND h.action = 'cancel'
+                           AND h.note <> '' AND h.note <> ALL($2)
+                         ORDER BY h.id DESC LIMIT 1) AS note
+                     FROM legacy_cancel_reasons l
+                     JOIN appointments a ON a.id = l.appointment_id
+                     JOIN users u ON u.id = a.patient_id
+                     ORDER BY l.appointment_id LIMIT $1 FOR UPDATE OF l, a",
+                    &[&batch.max(1), &codes],
+                )
+                .await
+                .map_err(unavailable)?;
+            if rows.is_empty() {
+                tx.commit().await.map_err(unavailable)?;
+                break;
+            }
+            let mut ids = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let id: Uuid = r.get("id");
+                ids.push(id);
+                let text: Option<String> = r.get::<_, Option<String>>("reason").or(r.get("note"));
+                let (Some(text), false) = (text, r.get::<_, bool>("erased")) else {
+                    continue;
+                };
+                let sealed = seal_cancel_reason(&self.cipher, AppointmentId(id), &text)?;
+                tx.execute(
+                    "INSERT INTO appointment_details (appointment_id, cancel_reason_enc)
+                     VALUES ($1, $2)
+                     ON CONFLICT (appointment_id) DO UPDATE SET cancel_reason_enc =
+                        coalesce(appointment_details.cancel_reason_enc, EXCLUDED.cancel_reason_enc)",
+                    &[&id, &sealed],
+                )
+                .await
+                .map_err(unavailable)?;
+            }
+            tx.execute(
+                "UPDATE appointments SET cancel_reason = NULL
+                 WHERE id = ANY($1) AND cancel_reason <> ALL($2)",
+                &[&ids, &codes],
+            )
+            .await
+            .map_err(unavailable)?;
+            // The one change the append-only history allows (see V7).
+            tx.batch_execute("SET LOCAL docspot.blank_history_notes = 'on'")
+                .await
+                .map_err(unavailable)?;
+            tx.execute(
+                "UPDATE appointment_history SET note = ''
+                 WHERE appointment_id = ANY($1) AND action = 'cancel'
+                   AND note <> '' AND note <> ALL($2)",
+                &[&ids, &codes],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM legacy_cancel_reasons WHERE appointment_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            done += ids.len() as u64;
+        }
+        client
+            .batch_execute("DROP TABLE IF EXISTS legacy_cancel_reasons")
+            .await
+            .map_err(unavailable)?;
+        if done > 0 {
+            tracing::info!(
+                appointments = done,
+                "sealed cancellation reasons stored in plaintext"
+            );
+        }
+        Ok(done)
+    }
+}
+
 #[async_trait]
 impl PrivacyStore for PgStore {
     async fn profile(&self, user: UserId) -> Result<PatientProfile, StoreError> {
@@ -153,16 +269,18 @@ impl PrivacyStore for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT reason_enc, notes_enc FROM appointment_details WHERE appointment_id = $1",
+                "SELECT reason_enc, notes_enc, cancel_reason_enc FROM appointment_details
+                 WHERE appointment_id = $1",
                 &[&id.0],
             )
             .await
             .map_err(unavailable)?;
-        row.map(|r| {
-            open_details(&self.cipher, id, r.get("reason_enc"), r.get("notes_enc"))
-                .map_err(unavailable)
-        })
-        .transpose()
+        row.map(|r| open_details(&self.cipher, id, sealed_details(&r)).map_err(unavailable))
+            .transpose()
+    }
+
+    fn seal_cancel_reason(&self, id: AppointmentId, reason: &str) -> Result<Vec<u8>, StoreError> {
+        seal_cancel_reason(&self.cipher, id, reason)
     }
 
     async fn update_appointment_details(
@@ -192,7 +310,7 @@ impl PrivacyStore for PgStore {
                     notes_enc = CASE WHEN $4 THEN EXCLUDED.notes_enc
                                      ELSE appointment_details.notes_enc END,
                     updated_at = now()
-                 RETURNING reason_enc, notes_enc",
+                 RETURNING reason_enc, notes_enc, cancel_reason_enc",
                 &[
                     &id.0,
                     &change.reason.is_some(),
@@ -203,13 +321,7 @@ impl PrivacyStore for PgStore {
             )
             .await
             .map_err(unavailable)?;
-        open_details(
-            &self.cipher,
-            id,
-            row.get("reason_enc"),
-            row.get("notes_enc"),
-        )
-        .map_err(unavailable)
+        open_details(&self.cipher, id, sealed_details(&row)).map_err(unavailable)
     }
 
     async fn suggestion_logs_of(&self, patient: UserId) -> Result<Vec<SuggestionLog>, StoreError> {
@@ -292,8 +404,15 @@ impl PrivacyStore for PgStore {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<RotateBatch, StoreError> {
-        let [(c0, _), (c1, _)] = table.columns();
+        let cols = table.columns();
         let (t, k) = (table.table(), table.key());
+        let list = cols.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
+        let set = cols
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{c} = ${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
         // Row locks: a concurrent write of the same row waits for this batch
@@ -301,26 +420,30 @@ impl PrivacyStore for PgStore {
         let rows = tx
             .query(
                 &format!(
-                    "SELECT {k} AS pk, {c0} AS c0, {c1} AS c1 FROM {t}
+                    "SELECT {k} AS pk, {list} FROM {t}
                      WHERE $1::uuid IS NULL OR {k} > $1 ORDER BY {k} LIMIT $2 FOR UPDATE"
                 ),
                 &[&after, &limit.max(1)],
             )
             .await
             .map_err(unavailable)?;
-        let update = format!("UPDATE {t} SET {c0} = $2, {c1} = $3 WHERE {k} = $1");
+        let update = format!("UPDATE {t} SET {set} WHERE {k} = $1");
         let mut out = RotateBatch::default();
         for r in &rows {
             let pk: Uuid = r.get("pk");
             out.scanned += 1;
             out.last = Some(pk);
-            if let Some([v0, v1]) =
-                reencrypt_row(&self.cipher, table, pk, [r.get("c0"), r.get("c1")])
-                    .map_err(|e| StoreError(format!("{t} {pk}: {e}")))?
+            let values = (1..=cols.len()).map(|i| r.get(i)).collect();
+            if let Some(values) = reencrypt_row(&self.cipher, table, pk, values)
+                .map_err(|e| StoreError(format!("{t} {pk}: {e}")))?
             {
-                tx.execute(&update, &[&pk, &v0, &v1])
-                    .await
-                    .map_err(unavailable)?;
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&pk];
+                params.extend(
+                    values
+                        .iter()
+                        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)),
+                );
+                tx.execute(&update, &params).await.map_err(unavailable)?;
                 out.rewritten += 1;
             }
         }
