@@ -20,9 +20,10 @@ SELECT appointment_id FROM appointment_history
 WHERE action = 'cancel'
   AND note NOT IN ('', 'hold_expired', 'hold_released', 'patient data erased');
 
--- The history stays append-only, with one exception for that pass: blanking
--- a note (and changing nothing else) in a transaction that sets
--- `docspot.blank_history_notes`.
+-- The history stays append-only, with one exception for that pass only:
+-- blanking a note (and changing nothing else) in a transaction that sets
+-- `docspot.blank_history_notes`. The pass puts V1's strict function back
+-- when it drops the list.
 CREATE OR REPLACE FUNCTION appointment_history_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE'

@@ -68,8 +68,18 @@ macro_rules! alert_lock {
     };
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+/// A store error with its causes: tokio-postgres says only "db error" and
+/// keeps what PostgreSQL said in its source.
+fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    let e = e.into();
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    StoreError(text)
 }
 
 /// Creates the database named in `url` if it does not exist yet.
@@ -1172,8 +1182,9 @@ async fn run_lane(pool: Pool, mut rx: mpsc::UnboundedReceiver<Job>) {
         let mut client = match pool.get().await {
             Ok(c) => c,
             Err(e) => {
+                let e = unavailable(e);
                 for job in jobs {
-                    let _ = job.reply.send(Err(unavailable(&e)));
+                    let _ = job.reply.send(Err(e.clone()));
                 }
                 continue;
             }

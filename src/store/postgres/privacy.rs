@@ -19,6 +19,10 @@ use crate::store::{
     },
 };
 
+/// Advisory lock key of the one-time cancellation-reason pass (the
+/// migrations use 7243110).
+const LEGACY_REASONS_LOCK: i64 = 7_243_112;
+
 impl PgStore {
     /// Encrypts accounts still stored in plaintext (a database from before
     /// V4), `batch` rows per transaction, blanking their plaintext; when none
@@ -128,6 +132,30 @@ impl PgStore {
     /// done.
     pub async fn seal_legacy_cancel_reasons(&self, batch: i64) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
+        // Nodes starting together take turns: the first does the work and
+        // drops the list, the others then find nothing to do. (A session
+        // lock: released below, or by the server if the connection dies.)
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&LEGACY_REASONS_LOCK])
+            .await
+            .map_err(unavailable)?;
+        let result = self
+            .seal_legacy_cancel_reasons_locked(&mut client, batch)
+            .await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&LEGACY_REASONS_LOCK])
+            .await
+            .map_err(unavailable);
+        let done = result?;
+        unlocked?;
+        Ok(done)
+    }
+
+    async fn seal_legacy_cancel_reasons_locked(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
         let pending: bool = client
             .query_one(
                 "SELECT to_regclass('legacy_cancel_reasons') IS NOT NULL",
@@ -210,10 +238,32 @@ impl PgStore {
             tx.commit().await.map_err(unavailable)?;
             done += ids.len() as u64;
         }
+        // Done: the list goes, and with it V7's one exception to the
+        // append-only history (blanking a note): the strict trigger of V1
+        // is back, in the same transaction.
         client
-            .batch_execute("DROP TABLE IF EXISTS legacy_cancel_reasons")
+            .batch_execute(
+                "BEGIN;
+                 DROP TABLE IF EXISTS legacy_cancel_reasons;
+                 CREATE OR REPLACE FUNCTION appointment_history_is_append_only()
+                 RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     RAISE EXCEPTION 'appointment_history is append-only';
+                 END;
+                 $$;
+                 COMMIT;",
+            )
             .await
             .map_err(unavailable)?;
+        if done > 0 {
+            // Rewrite both tables so the old row versions, which still hold
+            // the plaintext, do not linger in their files (once: the next
+            // start finds no list).
+            client
+                .batch_execute("VACUUM FULL appointments, appointment_history")
+                .await
+                .map_err(unavailable)?;
+        }
         if done > 0 {
             tracing::info!(
                 appointments = done,
