@@ -113,14 +113,25 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if self.status.is_server_error() {
+        // A server-side failure's detail is for the log (with the request
+        // id of the tracing span), not for the client: it can name tables,
+        // constraints and hosts. The client gets the stable code and a
+        // plain sentence.
+        let detail = if self.status.is_server_error() {
             tracing::error!(code = self.code, detail = %self.detail, "request failed");
-        }
+            if self.status == StatusCode::SERVICE_UNAVAILABLE {
+                "temporarily unavailable; try again shortly".to_string()
+            } else {
+                "internal error".to_string()
+            }
+        } else {
+            self.detail.clone()
+        };
         let body = Problem {
             type_: format!("/problems/{}", self.code),
             title: self.title().to_string(),
             status: self.status.as_u16(),
-            detail: self.detail.clone(),
+            detail,
             code: self.code.to_string(),
             alternatives: self.alternatives.clone(),
         };
@@ -246,4 +257,35 @@ pub fn form_error(
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     ApiError::bad_request("invalid_form", err.to_string()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::MessageBody;
+
+    use super::*;
+
+    fn body(e: &ApiError) -> serde_json::Value {
+        let bytes = e.error_response().into_body().try_into_bytes().unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn server_failures_keep_their_detail_out_of_the_response() {
+        let e: ApiError = StoreError(
+            "db error: ERROR 23514: new row for relation \"users\" violates check constraint"
+                .into(),
+        )
+        .into();
+        let b = body(&e);
+        assert_eq!(b["status"], 503);
+        assert_eq!(b["code"], "store_unavailable");
+        assert!(!b.to_string().contains("users"), "{b}");
+        // Client mistakes keep theirs: it tells them what to fix.
+        let b = body(&ApiError::unprocessable(
+            "invalid_range",
+            "from must be before to",
+        ));
+        assert_eq!(b["detail"], "from must be before to");
+    }
 }
