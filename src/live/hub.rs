@@ -74,6 +74,9 @@ impl Encoded {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
+    /// The topic `frame` belongs to: a session that has left it since
+    /// (unsubscribed, or its sign-in expired) drops the frame.
+    pub key: Option<Key>,
     /// A frame to write.
     pub frame: Option<Arc<Encoded>>,
     /// The hub no longer sends this topic (its snapshot failed).
@@ -83,8 +86,9 @@ pub struct Deliver {
 }
 
 impl Deliver {
-    fn frame(e: Arc<Encoded>) -> Self {
+    fn frame(key: Key, e: Arc<Encoded>) -> Self {
         Deliver {
+            key: Some(key),
             frame: Some(e),
             forget: None,
             close: false,
@@ -213,7 +217,7 @@ impl LiveHub {
                 p.push((seq, msg.clone()));
                 continue;
             }
-            match sub.addr.try_send(Deliver::frame(msg.clone())) {
+            match sub.addr.try_send(Deliver::frame(key, msg.clone())) {
                 Ok(()) => sub.resets = 0,
                 Err(SendError::Full(_)) => lagging.push(*id),
                 Err(SendError::Closed(_)) => gone.push(*id),
@@ -231,6 +235,7 @@ impl LiveHub {
                 // Snapshots do not help a socket that never drains: give up
                 // on it rather than queue without bound.
                 sub.addr.do_send(Deliver {
+                    key: None,
                     frame: None,
                     forget: None,
                     close: true,
@@ -306,22 +311,25 @@ impl LiveHub {
             Ok((data, since)) => {
                 sub.floor = since;
                 // `do_send`: a snapshot must not be dropped like a delta may.
-                sub.addr
-                    .do_send(Deliver::frame(Encoded::new(&ServerMsg::Snapshot {
+                sub.addr.do_send(Deliver::frame(
+                    key,
+                    Encoded::new(&ServerMsg::Snapshot {
                         topic: key.wire(),
                         seq: since,
                         epoch,
                         reset,
                         data,
-                    })));
+                    }),
+                ));
                 for (s, d) in held {
                     if s > since {
-                        sub.addr.do_send(Deliver::frame(d));
+                        sub.addr.do_send(Deliver::frame(key, d));
                     }
                 }
             }
             Err(e) => {
                 sub.addr.do_send(Deliver {
+                    key: None,
                     frame: Some(Encoded::new(&ServerMsg::error(
                         &e.0,
                         e.1,
@@ -576,7 +584,7 @@ impl Handler<Join> for LiveHub {
             // Exactly the missed deltas, in order, then live ones.
             for (s, d) in &t.buffer {
                 if *s > seq {
-                    sub.addr.do_send(Deliver::frame(d.clone()));
+                    sub.addr.do_send(Deliver::frame(key, d.clone()));
                 }
             }
             t.subs.insert(msg.session, sub);

@@ -78,6 +78,9 @@ pub struct WsSession {
     /// Who signed this connection in first, kept after expiry: only the
     /// same user may sign it in again (a shared kiosk cannot switch users).
     owner: Option<docspot_actors::domain::UserId>,
+    /// The timer that ends the sign-in at `token_expires` (replaced by a
+    /// fresh `auth`).
+    expiry: Option<SpawnHandle>,
     topics: HashSet<Key>,
     limits: SessionLimits,
     last_heard: Instant,
@@ -102,6 +105,9 @@ impl WsSession {
     }
 
     fn handle_client(&mut self, msg: ClientMsg, ctx: &mut ws::WebsocketContext<Self>) {
+        // Nothing is done on an expired sign-in, even a moment before the
+        // timer fires.
+        self.expire_sign_in(ctx);
         match msg {
             ClientMsg::Auth { token } => match self.keys.verify(&token) {
                 // Private subscriptions belong to who opened them: no
@@ -121,6 +127,7 @@ impl WsSession {
                     };
                     self.token_expires = c.exp;
                     self.owner = Some(user.id);
+                    self.schedule_expiry(ctx);
                     self.send(
                         ctx,
                         &ServerMsg::Authenticated {
@@ -161,11 +168,25 @@ impl WsSession {
         })
     }
 
+    /// Arms (or re-arms, after a fresh `auth`) the timer that ends the
+    /// sign-in the moment its token expires.
+    fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Some(old) = self.expiry.take() {
+            ctx.cancel_future(old);
+        }
+        let left = (self.token_expires - Utc::now().timestamp()).max(0);
+        let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
+        self.expiry = Some(ctx.run_later(left, |act, ctx| {
+            act.expiry = None;
+            act.expire_sign_in(ctx);
+        }));
+    }
+
     /// Ends the sign-in once its token has expired: private topics (`me`,
     /// `provider:`) are left and the client is told, so it can send a fresh
     /// token and subscribe again (resuming from its last `seq`, nothing is
-    /// lost). Public topics go on. Checked on every heartbeat, so a sign-in
-    /// outlives its token by at most one heartbeat interval.
+    /// lost). Public topics go on. Runs from the expiry timer, and before
+    /// every client message.
     fn expire_sign_in(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.user.is_none() || Utc::now().timestamp() < self.token_expires {
             return;
@@ -349,8 +370,10 @@ impl Actor for WsSession {
         // draining, the hub sees it full and switches to a snapshot.
         ctx.set_mailbox_capacity(self.limits.queue);
         let idle = self.limits.idle_timeout;
+        if self.user.is_some() {
+            self.schedule_expiry(ctx);
+        }
         ctx.run_interval(self.limits.heartbeat, move |act, ctx| {
-            act.expire_sign_in(ctx);
             if act.last_heard.elapsed() > idle {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Other(CLOSE_IDLE),
@@ -375,7 +398,12 @@ impl Handler<Deliver> for WsSession {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        if let Some(f) = &msg.frame {
+        // Frames of a topic this session has left were queued before the
+        // hub heard of it: drop them.
+        let left = msg.key.is_some_and(|k| !self.topics.contains(&k));
+        if let Some(f) = &msg.frame
+            && !left
+        {
             write(ctx, f.frame(self.encoding));
         }
         if let Some(k) = msg.forget {
@@ -500,6 +528,7 @@ pub async fn live(
         owner: user.as_ref().map(|u| u.id),
         user,
         token_expires,
+        expiry: None,
         topics: HashSet::new(),
         limits: **limits,
         last_heard: Instant::now(),

@@ -53,10 +53,12 @@ export async function register(email, password, name) {
 export const signOut = () => setSession(null);
 
 let refreshing = null;
-/** A valid access token, refreshed when within a minute of expiry; null when signed out. */
-export async function accessToken() {
+/** A valid access token, refreshed when within a minute of expiry (or
+ * always, with `fresh`: the server said it expired, whatever this clock
+ * thinks); null when signed out. */
+export async function accessToken({ fresh = false } = {}) {
   if (!session) return null;
-  if (Date.now() < session.expires_at - 60_000) return session.access_token;
+  if (!fresh && Date.now() < session.expires_at - 60_000) return session.access_token;
   refreshing ??= tokenRequest({ grant_type: "refresh_token", refresh_token: session.refresh_token })
     .catch(() => setSession(null))
     .finally(() => { refreshing = null; });

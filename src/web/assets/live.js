@@ -14,6 +14,18 @@ export class Live {
     this.connect();
     // Offline → online: do not wait for the backoff timer.
     addEventListener("online", () => { if (!this.connected) this.reconnectNow(); });
+    // The server ends a sign-in when its token expires: hand it each new
+    // token as the API refreshes it (a minute early), so private topics
+    // never lapse. `token_expired` below is the fallback.
+    setInterval(async () => {
+      const token = this.connected ? await accessToken() : null;
+      if (token && token !== this.sentToken) this.sendAuth(token);
+    }, 30_000);
+  }
+
+  sendAuth(token) {
+    this.sentToken = token;
+    this.send({ type: "auth", token });
   }
 
   /** Watches `topic`; asking again with the same params only swaps the
@@ -42,16 +54,16 @@ export class Live {
     this.send({ type: "subscribe", topic, ...s.params, ...resume });
   }
 
-  /** Re-sends the token (after signing in). */
-  async reauth() {
-    const token = await accessToken();
-    if (token) this.send({ type: "auth", token });
+  /** Re-sends the token (after signing in; `fresh` forces a new one). */
+  async reauth(fresh = false) {
+    const token = await accessToken({ fresh });
+    if (token) this.sendAuth(token);
   }
 
   /** After `token_expired`: a fresh token, then the private topics again
    * (resuming, so nothing in between is lost). */
   async renew() {
-    await this.reauth();
+    await this.reauth(true);
     for (const topic of this.topics.keys()) {
       if (topic === "me" || topic.startsWith("provider:")) this.sendSubscribe(topic);
     }
@@ -66,7 +78,7 @@ export class Live {
       this.backoff = 500;
       this.connected = true;
       const token = await accessToken();
-      if (token) ws.send(JSON.stringify({ type: "auth", token }));
+      if (token) { this.sentToken = token; ws.send(JSON.stringify({ type: "auth", token })); }
       for (const topic of this.topics.keys()) this.sendSubscribe(topic);
       this.onStatus(true);
     };
