@@ -6,6 +6,22 @@
 -- (`hold_expired`, `hold_released`, `patient data erased`) or nothing.
 ALTER TABLE appointment_details ADD COLUMN cancel_reason_enc bytea;
 
+-- From now on the plaintext columns hold only those codes, so a node of an
+-- older release still running during an upgrade cannot write free text
+-- there (its cancellation fails instead). NOT VALID: the rows from before
+-- are sealed and blanked by the pass below, which then validates.
+ALTER TABLE appointments ADD CONSTRAINT appointments_cancel_reason_is_a_code
+    CHECK (cancel_reason IS NULL
+           OR cancel_reason IN ('hold_expired', 'hold_released', 'patient data erased'))
+    NOT VALID;
+ALTER TABLE appointment_history ADD CONSTRAINT appointment_history_cancel_note_is_a_code
+    CHECK (action <> 'cancel'
+           OR note IN ('', 'hold_expired', 'hold_released', 'patient data erased'))
+    NOT VALID;
+
+-- The calendar file of one appointment (.ics) counts its changes.
+CREATE INDEX provider_alerts_appointment_idx ON provider_alerts (appointment_id);
+
 -- SQL cannot encrypt: the reasons written before this migration are sealed
 -- by the server at start-up (and by `docspot migrate`), in batches, and their
 -- plaintext blanked in the appointment and its history

@@ -12,3 +12,6 @@ UNION
 SELECT appointment_id FROM appointment_history
 WHERE action = 'cancel'
   AND note NOT IN ('', 'hold_expired', 'hold_released', 'patient data erased');
+
+-- The calendar file of one appointment (.ics) counts its changes.
+CREATE INDEX provider_alerts_appointment_idx ON provider_alerts (appointment_id);

@@ -671,6 +671,14 @@ async fn cancellation_reasons_from_before_v7_are_sealed_and_blanked_at_start_up(
     match &app.database {
         TestDb::Postgres(_) => {
             let c = app.pg().await;
+            // (Before V7 nothing kept free text out of these columns.)
+            c.batch_execute(
+                "ALTER TABLE appointments DROP CONSTRAINT appointments_cancel_reason_is_a_code;
+                 ALTER TABLE appointment_history
+                     DROP CONSTRAINT appointment_history_cancel_note_is_a_code;",
+            )
+            .await
+            .unwrap();
             c.batch_execute(&format!(
                 "UPDATE appointments SET cancel_reason = '{why}' WHERE id = '{id}';
                  INSERT INTO appointment_history (appointment_id, action, from_status, to_status, to_start, note)
@@ -681,11 +689,22 @@ async fn cancellation_reasons_from_before_v7_are_sealed_and_blanked_at_start_up(
             ))
             .await
             .unwrap();
-            // …and V7's passing exception to the append-only history, which
-            // this database's own start-up pass already took back.
+            // …and then V7 itself: its checks (not yet valid) and its
+            // passing exception to the append-only history, both of which
+            // this database's own start-up pass already settled.
             let v7 = include_str!("../../migrations/postgres/V7__cancel_reason_encrypted.sql");
+            let checks = &v7[v7.find("ALTER TABLE appointments ADD CONSTRAINT").unwrap()
+                ..v7.find("-- The calendar file").unwrap()];
             let exception = &v7[v7.find("CREATE OR REPLACE FUNCTION").unwrap()..];
+            c.batch_execute(checks).await.unwrap();
             c.batch_execute(exception).await.unwrap();
+            // The checks keep any new free text out from now on.
+            let refused = c
+                .batch_execute(&format!(
+                    "UPDATE appointments SET cancel_reason = 'more free text' WHERE id = '{id}'"
+                ))
+                .await;
+            assert!(refused.is_err(), "only codes go into cancel_reason");
         }
         TestDb::Sqlite(path) => {
             let c = rusqlite::Connection::open(path).unwrap();

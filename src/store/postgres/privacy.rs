@@ -238,12 +238,30 @@ impl PgStore {
             tx.commit().await.map_err(unavailable)?;
             done += ids.len() as u64;
         }
-        // Done: the list goes, and with it V7's one exception to the
-        // append-only history (blanking a note): the strict trigger of V1
-        // is back, in the same transaction.
+        // Rewrite both tables so the old row versions, which still hold the
+        // plaintext, do not linger in their files. Before the list goes: if
+        // this fails, the next start finds the list and does it again.
+        // (Skipped on a new, empty database.)
+        let rows: bool = client
+            .query_one("SELECT EXISTS (SELECT 1 FROM appointments)", &[])
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        if rows {
+            client
+                .batch_execute("VACUUM FULL appointments, appointment_history")
+                .await
+                .map_err(unavailable)?;
+        }
+        // Done: V7's checks (only codes in the plaintext columns) now hold
+        // for every row; the list goes, and with it V7's one exception to
+        // the append-only history (blanking a note): V1's strict trigger is
+        // back, in the same transaction.
         client
             .batch_execute(
                 "BEGIN;
+                 ALTER TABLE appointments VALIDATE CONSTRAINT appointments_cancel_reason_is_a_code;
+                 ALTER TABLE appointment_history VALIDATE CONSTRAINT appointment_history_cancel_note_is_a_code;
                  DROP TABLE IF EXISTS legacy_cancel_reasons;
                  CREATE OR REPLACE FUNCTION appointment_history_is_append_only()
                  RETURNS trigger LANGUAGE plpgsql AS $$
@@ -255,15 +273,6 @@ impl PgStore {
             )
             .await
             .map_err(unavailable)?;
-        if done > 0 {
-            // Rewrite both tables so the old row versions, which still hold
-            // the plaintext, do not linger in their files (once: the next
-            // start finds no list).
-            client
-                .batch_execute("VACUUM FULL appointments, appointment_history")
-                .await
-                .map_err(unavailable)?;
-        }
         if done > 0 {
             tracing::info!(
                 appointments = done,
