@@ -181,6 +181,15 @@ fn redis_client(url: &str, ca_file: Option<&std::path::Path>) -> Result<redis::C
             }
             let pem = std::fs::read(path)
                 .map_err(|e| format!("redis_ca_file {}: {e}", path.display()))?;
+            // An empty trust store would only show later, as every
+            // connection failing: refuse it at start-up.
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            if !CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) {
+                return Err(format!(
+                    "redis_ca_file {}: no PEM certificate in the file",
+                    path.display()
+                ));
+            }
             redis::Client::build_with_tls(
                 url,
                 redis::TlsCertificates {

@@ -858,6 +858,18 @@ async fn nodes_reach_redis_over_tls_and_check_its_certificate() {
         tokio::time::sleep(StdDuration::from_millis(100)).await;
     }
     assert!(degraded, "an untrusted Redis certificate is not accepted");
+
+    // A CA file without a certificate stops start-up instead.
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let mut settings = a.state.settings.clone();
+    settings.redis_ca_file = Some(junk);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = docspot::startup::Application::from_listener(settings, listener)
+        .await
+        .err()
+        .expect("start-up fails");
+    assert!(err.to_string().contains("no PEM certificate"), "{err}");
     drop(redis);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -54,12 +54,19 @@ impl Target {
     /// tokio-postgres does not know.
     pub fn parse(url: &str) -> Result<Self, ConnectError> {
         let (url, root_cert) = take_root_cert(url)?;
-        let mut config = Config::from_str(&url).map_err(|e| ConnectError::Url(e.to_string()))?;
-        let tls = if config.get_ssl_mode() == SslMode::Require {
-            Some(MakeRustlsConnect::new(client_config(root_cert)?))
-        } else {
-            config.ssl_mode(SslMode::Disable);
-            None
+        let mut config = Config::from_str(&url).map_err(|e| ConnectError::Url(with_causes(&e)))?;
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Some(MakeRustlsConnect::new(client_config(root_cert)?)),
+            mode => {
+                if mode == SslMode::Prefer && url.contains("sslmode=prefer") {
+                    tracing::warn!(
+                        "database_url: sslmode=prefer means plain TCP here (DocSpot does no \
+                         unverified TLS); use sslmode=require for TLS"
+                    );
+                }
+                config.ssl_mode(SslMode::Disable);
+                None
+            }
         };
         Ok(Self { config, tls })
     }
@@ -113,34 +120,58 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Removes `sslrootcert=…` from the query string, returning the rest.
+/// Takes `sslrootcert=…` out of the query string and reads libpq's
+/// `sslmode=verify-ca` / `verify-full` as `require` (which verifies the
+/// certificate and the host name already). The rest of the URL is kept byte
+/// for byte: re-encoding it would turn `%20` into `+`, which tokio-postgres
+/// reads literally.
 fn take_root_cert(url: &str) -> Result<(String, Option<PathBuf>), ConnectError> {
-    // Key-value connection strings ("host=… user=…") have no query string:
-    // only URLs can carry sslrootcert.
-    let Ok(mut parsed) = url::Url::parse(url) else {
+    let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_string(), None));
     };
     let mut root = None;
-    let kept: Vec<(String, String)> = parsed
-        .query_pairs()
-        .filter_map(|(k, v)| {
-            if k == "sslrootcert" {
-                root = Some(PathBuf::from(v.into_owned()));
-                None
-            } else {
-                Some((k.into_owned(), v.into_owned()))
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "sslrootcert" => {
+                let path = percent_decode(value).ok_or_else(|| {
+                    ConnectError::Url(format!("sslrootcert is not valid UTF-8: {value}"))
+                })?;
+                root = Some(PathBuf::from(path));
             }
-        })
-        .collect();
-    if root.is_none() {
-        return Ok((url.to_string(), None));
+            "sslmode" if value == "verify-ca" || value == "verify-full" => {
+                kept.push("sslmode=require".to_string());
+            }
+            _ => kept.push(pair.to_string()),
+        }
     }
-    if kept.is_empty() {
-        parsed.set_query(None);
+    let url = if kept.is_empty() {
+        base.to_string()
     } else {
-        parsed.query_pairs_mut().clear().extend_pairs(kept);
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, root))
+}
+
+/// `%XX` decoding (a path in a URL).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
     }
-    Ok((parsed.to_string(), root))
+    String::from_utf8(out).ok()
 }
 
 /// rustls client settings: ring, and the roots to trust.
@@ -188,6 +219,23 @@ const _: fn() = || {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rest_of_the_url_is_kept_byte_for_byte_and_verify_modes_mean_require() {
+        let (url, root) = take_root_cert(
+            "postgres://u@h/d?options=-c%20statement_timeout%3D5s&sslrootcert=/ca%20dir/ca.pem&sslmode=verify-full",
+        )
+        .unwrap();
+        assert_eq!(root, Some(PathBuf::from("/ca dir/ca.pem")));
+        assert_eq!(
+            url,
+            "postgres://u@h/d?options=-c%20statement_timeout%3D5s&sslmode=require"
+        );
+        assert!(
+            Target::parse("postgres://u@h/d?sslmode=verify-ca&sslrootcert=/x")
+                .is_err_and(|e| e.to_string().contains("/x"))
+        );
+    }
 
     #[test]
     fn sslrootcert_is_taken_out_and_the_rest_kept() {

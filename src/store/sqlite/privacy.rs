@@ -216,8 +216,10 @@ pub(super) fn seal_legacy_cancel_reasons(
         done += rows.len() as u64;
     }
     if done > 0 {
-        // The plaintext may survive in the WAL: empty it.
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        // The plaintext may survive in free pages written before
+        // secure_delete was on, and in the WAL: rebuild the file and empty
+        // the WAL (as for accounts above).
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
             .map_err(unavailable)?;
         tracing::info!(
             appointments = done,
