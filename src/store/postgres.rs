@@ -199,6 +199,28 @@ struct Job {
 }
 
 impl PgStore {
+    /// Provider alerts chosen by `filter` (what follows `FROM
+    /// provider_alerts`), with `params` for its placeholders.
+    async fn alerts(
+        &self,
+        filter: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<ProviderAlert>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at,
+                        ends_at, previous_start, status
+                     FROM provider_alerts {filter}"
+                ),
+                params,
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(provider_alert).collect()
+    }
+
     /// Connects a pool of `size` connections (lazily), with `lanes` commit
     /// lanes (at least 1, at most `size - 1`, so reads always find a
     /// connection); encrypted columns are sealed and opened with `cipher`.
@@ -2013,20 +2035,12 @@ impl Store for PgStore {
         doctor: DoctorId,
         limit: i64,
     ) -> Result<Vec<ProviderAlert>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
-                    previous_start, status
-                 FROM provider_alerts WHERE doctor_id = $1 ORDER BY id DESC LIMIT $2",
+        let mut v = self
+            .alerts(
+                "WHERE doctor_id = $1 ORDER BY id DESC LIMIT $2",
                 &[&doctor.0, &limit.max(0)],
             )
-            .await
-            .map_err(unavailable)?;
-        let mut v = rows
-            .iter()
-            .map(provider_alert)
-            .collect::<Result<Vec<_>, _>>()?;
+            .await?;
         v.reverse();
         Ok(v)
     }
@@ -2037,17 +2051,11 @@ impl Store for PgStore {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<ProviderAlert>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
-                    previous_start, status
-                 FROM provider_alerts WHERE doctor_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                &[&doctor.0, &after_id, &limit.max(0)],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(provider_alert).collect()
+        self.alerts(
+            "WHERE doctor_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&doctor.0, &after_id, &limit.max(0)],
+        )
+        .await
     }
 
     async fn appointment_alerts(
@@ -2055,17 +2063,10 @@ impl Store for PgStore {
         doctor: DoctorId,
         appointment: AppointmentId,
     ) -> Result<Vec<ProviderAlert>, StoreError> {
-        let client = self.client().await?;
-        // The doctor's index narrows the scan to one calendar.
-        let rows = client
-            .query(
-                "SELECT id, doctor_id, appointment_id, patient_id, kind, at, starts_at, ends_at,
-                    previous_start, status
-                 FROM provider_alerts WHERE doctor_id = $1 AND appointment_id = $2 ORDER BY id",
-                &[&doctor.0, &appointment.0],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(provider_alert).collect()
+        self.alerts(
+            "WHERE doctor_id = $1 AND appointment_id = $2 ORDER BY id",
+            &[&doctor.0, &appointment.0],
+        )
+        .await
     }
 }

@@ -428,6 +428,26 @@ async fn a_booking_on_one_node_reaches_watchers_on_another() {
     assert!(!free.contains(&tomorrow_at(9, 0)) && !free.contains(&tomorrow_at(11, 0)));
 }
 
+/// Whether `/readyz` of `app` reports cross-node push degraded within 5 s.
+async fn push_degraded_within_5s(app: &crate::helpers::TestApp) -> bool {
+    for _ in 0..50 {
+        let r = expect(
+            app.client.get(app.url("/readyz")).send().await.unwrap(),
+            200,
+        )
+        .await;
+        if r["checks"]["cross_node_push"]
+            .as_str()
+            .unwrap()
+            .starts_with("degraded")
+        {
+            return true;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    false
+}
+
 struct RedisServer {
     child: Child,
     port: u16,
@@ -510,20 +530,10 @@ async fn watchers_recover_the_true_state_after_redis_restarts() {
         201,
     )
     .await;
-    let mut degraded = false;
-    for _ in 0..50 {
-        let r = expect(a.client.get(a.url("/readyz")).send().await.unwrap(), 200).await;
-        if r["checks"]["cross_node_push"]
-            .as_str()
-            .unwrap()
-            .starts_with("degraded")
-        {
-            degraded = true;
-            break;
-        }
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
-    assert!(degraded, "/readyz reports degraded cross-node push");
+    assert!(
+        push_degraded_within_5s(&a).await,
+        "/readyz reports degraded cross-node push"
+    );
 
     let _redis = RedisServer::start(port);
     // B reconnects, resynchronises, and its watcher ends up with the truth.
@@ -844,20 +854,10 @@ async fn nodes_reach_redis_over_tls_and_check_its_certificate() {
     // Checked against the system's trust store instead, the self-signed
     // certificate is refused: that node reports cross-node push degraded.
     let c = spawn_app_with(node(Some(a.database.clone()), None)).await;
-    let mut degraded = false;
-    for _ in 0..50 {
-        let r = expect(c.client.get(c.url("/readyz")).send().await.unwrap(), 200).await;
-        if r["checks"]["cross_node_push"]
-            .as_str()
-            .unwrap()
-            .starts_with("degraded")
-        {
-            degraded = true;
-            break;
-        }
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
-    assert!(degraded, "an untrusted Redis certificate is not accepted");
+    assert!(
+        push_degraded_within_5s(&c).await,
+        "an untrusted Redis certificate is not accepted"
+    );
 
     // A CA file without a certificate stops start-up instead.
     let junk = dir.join("junk.pem");
