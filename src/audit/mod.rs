@@ -1010,6 +1010,12 @@ impl Audit {
         .await
     }
 
+    /// Records `action` by `user` on their own data, done.
+    pub async fn by_self(&self, user: &AuthUser, action: Action) -> Result<(), ApiError> {
+        self.own(Actor::user(user), action, user.id, Outcome::Success)
+            .await
+    }
+
     /// Records `action` by a patient on their own data.
     pub async fn own(
         &self,

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::{AppointmentOut, SlotOut, State, doctor_id, managed_doctor, parse_instant};
 use crate::{
-    audit::{Action, Actor, Audit, Outcome},
+    audit::{Action, Audit, Outcome},
     auth::AuthUser,
     domain::Role,
     error::ApiError,
@@ -373,14 +373,7 @@ pub async fn list_appointments(
     };
     let list = match user.role {
         Role::Patient => {
-            audit
-                .own(
-                    Actor::user(&user),
-                    Action::AppointmentList,
-                    user.id,
-                    Outcome::Success,
-                )
-                .await?;
+            audit.by_self(&user, Action::AppointmentList).await?;
             let mut v = state.store.patient_appointments(user.id).await?;
             if let Some(w) = window {
                 v.retain(|a| a.time.overlaps(&w));

@@ -110,14 +110,7 @@ pub async fn get_profile(
     audit: Audit,
 ) -> Result<HttpResponse, ApiError> {
     require_patient(&user)?;
-    audit
-        .own(
-            Actor::user(&user),
-            Action::PatientRead,
-            user.id,
-            Outcome::Success,
-        )
-        .await?;
+    audit.by_self(&user, Action::PatientRead).await?;
     profile_out(&state, user.id).await
 }
 
@@ -150,14 +143,7 @@ pub async fn put_profile(
             .transpose()?,
     };
     state.store.set_profile(user.id, &profile).await?;
-    audit
-        .own(
-            Actor::user(&user),
-            Action::PatientUpdate,
-            user.id,
-            Outcome::Success,
-        )
-        .await?;
+    audit.by_self(&user, Action::PatientUpdate).await?;
     profile_out(&state, user.id).await
 }
 
@@ -266,14 +252,7 @@ pub async fn put_details(
 pub async fn export(state: State, user: AuthUser, audit: Audit) -> Result<HttpResponse, ApiError> {
     require_patient(&user)?;
     // Recorded before any data leaves (reads fail closed).
-    audit
-        .own(
-            Actor::user(&user),
-            Action::PatientExport,
-            user.id,
-            Outcome::Success,
-        )
-        .await?;
+    audit.by_self(&user, Action::PatientExport).await?;
     let account = state
         .store
         .user(user.id)

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{State, parse_instant};
 use crate::{
-    audit::{Action, Actor, Audit, Outcome},
+    audit::{Action, Audit},
     auth::AuthUser,
     domain::Role,
     error::ApiError,
@@ -128,14 +128,7 @@ pub async fn suggestions(
     // Ranking reads the patient's visit history and the shown slots are
     // stored against them: a read of their data, recorded before it runs.
     if user.role == Role::Patient {
-        audit
-            .own(
-                Actor::user(&user),
-                Action::PatientRead,
-                user.id,
-                Outcome::Success,
-            )
-            .await?;
+        audit.by_self(&user, Action::PatientRead).await?;
     }
     let (ranking, note, ranked) = match state.suggester.current() {
         Some(model) => {
