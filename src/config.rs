@@ -17,8 +17,9 @@ pub struct Settings {
     pub listen: String,
     /// PostgreSQL URL (a secret: it may hold a password).
     pub database_url: SecretString,
-    /// Redis URL; empty for single-node mode.
-    pub redis_url: String,
+    /// Redis URL; empty for single-node mode (a secret: it may hold a
+    /// password).
+    pub redis_url: SecretString,
     /// PEM CA certificate(s) to verify a `rediss://` server against, instead
     /// of the system's trust store.
     #[serde(default)]

@@ -10,6 +10,7 @@ use docspot_actors::{
     events::{CalendarChange, ChangeSink},
     store::{CalendarStore, StoreError},
 };
+use secrecy::ExposeSecret;
 use tracing_actix_web::TracingLogger;
 
 use crate::{
@@ -164,7 +165,7 @@ impl Application {
         // (remote changes update them): build the bus around a slot for the
         // hub, then the calendars, then the hub.
         let node = uuid::Uuid::new_v4().to_string();
-        let (bus, calendars) = if settings.redis_url.trim().is_empty() {
+        let (bus, calendars) = if settings.redis_url.expose_secret().trim().is_empty() {
             let bus = Bus::local();
             let sink: Arc<dyn ChangeSink> = bus.clone();
             let calendars = Arc::new(CalendarDirectory::new(
@@ -186,7 +187,7 @@ impl Application {
                 timeout,
             ));
             let bus = Bus::redis(
-                settings.redis_url.trim(),
+                settings.redis_url.expose_secret().trim(),
                 settings.redis_ca_file.as_deref(),
                 settings.live.channel_prefix.clone(),
                 node.clone(),

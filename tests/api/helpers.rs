@@ -146,7 +146,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     settings.ml.retrain_interval_secs = 0;
     settings.security.cors_origins = vec!["https://allowed.example".into()];
     if let Some((url, prefix)) = &opts.redis {
-        settings.redis_url = url.clone();
+        settings.redis_url = url.clone().into();
         settings.live.channel_prefix = prefix.clone();
     }
     // Tests make many requests from 127.0.0.1: limits stay on (the code
