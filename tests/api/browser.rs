@@ -775,7 +775,8 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
         )
         .await;
     let toasts = toasts.as_array().unwrap();
-    assert!(!toasts.is_empty());
+    // Four alerts came in within seconds; two toasts at most cover the page.
+    assert!((1..=2).contains(&toasts.len()), "{} toasts", toasts.len());
     for t in toasts {
         let t = t.as_str().unwrap();
         assert!(

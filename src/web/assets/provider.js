@@ -98,6 +98,9 @@ function toast(a) {
   const box = el("div", { class: `toast ${a.kind}`, role: "status" }, alertText(a));
   toastAlerts.set(box, a); // re-rendered on a language switch
   $("toasts").prepend(box);
+  // At most two at a time, so a burst of bookings does not cover the page:
+  // every alert stays in the list above.
+  $("toasts").querySelectorAll(".toast").forEach((b, i) => { if (i >= 2) b.remove(); });
   setTimeout(() => box.remove(), 15_000);
 }
 
