@@ -22,6 +22,24 @@ const SECS_10: Duration = Duration::from_secs(10);
 async fn assert_clean_console(b: &Browser, page: &str) {
     let problems = b.console_problems().await;
     assert!(problems.is_empty(), "{page}: {problems:#?}");
+    assert_labelled(b, page).await;
+}
+
+/// Every visible control has a name a screen reader can announce: a
+/// `<label>`, `aria-label(ledby)` or, for buttons and links, text.
+async fn assert_labelled(b: &Browser, page: &str) {
+    let unnamed = b
+        .js(
+            "return [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+               .filter((e) => e.offsetParent !== null && e.type !== 'hidden')
+               .filter((e) => !(e.labels?.length || e.getAttribute('aria-label')
+                 || e.getAttribute('aria-labelledby') || e.getAttribute('title')
+                 || (['BUTTON', 'A'].includes(e.tagName) && e.textContent.trim())))
+               .map((e) => e.outerHTML.slice(0, 120))",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unnamed, json!([]), "{page}: controls without a name");
 }
 
 /// Opens the patient page and chooses the doctor; waits for free slots.
