@@ -592,6 +592,23 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
         hold_expires_at: None,
     })
     .await;
+    // A visit two days ago that nobody marked: still markable from the page.
+    let forgotten_id = Uuid::now_v7();
+    app.insert_raw(RawAppointment {
+        id: forgotten_id,
+        doctor: fx.doctor.id.0,
+        patient: patient.id.0,
+        visit_type: fx.visit_type.0,
+        start: (now - Span::days(2))
+            .date_naive()
+            .and_hms_opt(15, 0, 0)
+            .unwrap()
+            .and_utc(),
+        minutes: 30,
+        status: "booked",
+        hold_expires_at: None,
+    })
+    .await;
     // Some history for the charts: visits on past days, kept and missed.
     for (days_ago, hour, status) in [
         (1, 9, "completed"),
@@ -763,6 +780,31 @@ async fn the_provider_sees_an_alert_for_a_new_booking_and_records_an_outcome() {
     )
     .await;
     assert_eq!(app.raw_status(missed_id).await.0, "no_show");
+
+    // Two days back, the visit nobody marked: mark it there.
+    b.click("#day-prev").await;
+    b.click("#day-prev").await;
+    let forgotten = format!("#today li[data-id='{forgotten_id}'] button.completed");
+    b.wait_visible(&forgotten, SECS_10).await;
+    let shown = (now - Span::days(2)).date_naive().to_string();
+    assert_eq!(
+        b.js(
+            "return document.getElementById('day-pick').value",
+            json!([])
+        )
+        .await,
+        json!(shown)
+    );
+    b.click(&forgotten).await;
+    b.wait_visible(
+        &format!("#today li.completed[data-id='{forgotten_id}']"),
+        SECS_10,
+    )
+    .await;
+    assert_eq!(app.raw_status(forgotten_id).await.0, "completed");
+    b.click("#day-today").await;
+    b.wait_visible(&format!("#today li[data-id='{started_id}']"), SECS_10)
+        .await;
 
     // German, from the one strings table; times still in the clinic zone.
     // A toast already on screen switches too.

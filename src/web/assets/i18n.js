@@ -84,6 +84,9 @@ const STRINGS = {
     chart_fill: "Fill rate by hour",
     no_show_overall: "No-show rate: {rate}",
     nothing_today: "Nothing scheduled.",
+    previous_day: "Previous day",
+    next_day: "Next day",
+    day_shown: "Day shown",
     patient: "Patient",
   },
   de: {
@@ -167,6 +170,9 @@ const STRINGS = {
     chart_fill: "Auslastung nach Uhrzeit",
     no_show_overall: "Nichterscheinen: {rate}",
     nothing_today: "Nichts geplant.",
+    previous_day: "Vorheriger Tag",
+    next_day: "Nächster Tag",
+    day_shown: "Angezeigter Tag",
     patient: "Patient/in",
   },
 };

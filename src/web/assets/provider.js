@@ -16,6 +16,9 @@ let alerts = [];
 let stats = null;
 let todayList = [];
 let weekList = [];
+// The day the day panel shows (YYYY-MM-DD in the clinic's zone); null is
+// today. Earlier days stay open: a visit left unmarked can still be marked.
+let shownDate = null;
 
 const live = new Live((up) => {
   $("live-status").textContent = up ? t("live_on") : t("live_off");
@@ -54,7 +57,7 @@ async function refresh() {
     const window = `from=${encodeURIComponent(new Date(now).toISOString())}` +
       `&to=${encodeURIComponent(new Date(end).toISOString())}`;
     const [dayR, all, st] = await Promise.all([
-      api.get(`/api/v1/doctors/${doctor.id}/day`),
+      api.get(`/api/v1/doctors/${doctor.id}/day${shownDate ? `?date=${shownDate}` : ""}`),
       api.get(`/api/v1/appointments?doctor_id=${doctor.id}&${window}`),
       api.get(`/api/v1/doctors/${doctor.id}/stats?weeks=${WEEKS}`),
     ]);
@@ -155,7 +158,31 @@ function appointmentItem(a, withDay) {
       el("button", { type: "button", class: "no-show danger", onclick: () => outcome(a, "no_show") }, t("mark_no_show"))));
 }
 
+/** Today's date in the clinic's zone. */
+const todayDate = () => localDate(new Date().toISOString(), zone());
+
+/** Shows `date` (YYYY-MM-DD) in the day panel; today for null. */
+function showDay(date) {
+  shownDate = date && date !== todayDate() ? date : null;
+  refresh();
+}
+
+/** `date` moved by `days` (calendar arithmetic, no time zone involved). */
+function addDays(date, days) {
+  const d = new Date(`${date}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + days);
+  return d.toISOString().slice(0, 10);
+}
+
+$("day-prev").addEventListener("click", () => showDay(addDays(shownDate ?? todayDate(), -1)));
+$("day-next").addEventListener("click", () => showDay(addDays(shownDate ?? todayDate(), 1)));
+$("day-today").addEventListener("click", () => showDay(null));
+$("day-pick").addEventListener("change", (e) => { if (e.target.value) showDay(e.target.value); });
+
 function render() {
+  $("today-h").textContent = shownDate ? day(`${shownDate}T12:00:00Z`, "UTC") : t("today");
+  $("day-pick").value = shownDate ?? (doctor ? todayDate() : "");
+  show($("day-today"), !!shownDate);
   $("today").replaceChildren(...(todayList.length ? todayList.map((a) => appointmentItem(a, false))
     : [el("li", { class: "muted" }, t("nothing_today"))]));
   const byDay = new Map();
