@@ -1162,3 +1162,70 @@ async fn assert_booked_at(app: &crate::helpers::TestApp, token: &str, start: &st
         "a booked visit at {start}: {mine}"
     );
 }
+
+#[actix_web::test]
+async fn weeks_run_from_midnight_to_midnight_in_the_clinics_zone() {
+    // UTC+14, the browser in Los Angeles: a week cut at UTC midnight (14:00
+    // there) would put the next week's first morning on this page.
+    let zone = chrono_tz::Pacific::Kiritimati;
+    let app = spawn_app().await;
+    let clinic = app.clinic("Pacific/Kiritimati", 0).await;
+    let fx = app
+        .doctor_in(clinic, "Dr. Kiri Timati", "08:00", "18:00")
+        .await;
+    let driver = Driver::start().await;
+    let b = driver.session(1280, 1000).await;
+    open_doctor(&b, &app.url(""), fx.doctor.id.0).await;
+    let local_dates = |starts: serde_json::Value| -> Vec<chrono::NaiveDate> {
+        starts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .unwrap()
+                    .parse::<chrono::DateTime<Utc>>()
+                    .unwrap()
+                    .with_timezone(&zone)
+                    .date_naive()
+            })
+            .collect()
+    };
+    let starts =
+        "return [...document.querySelectorAll('#week button.slot')].map((e) => e.dataset.start)";
+    let today = Utc::now().with_timezone(&zone).date_naive();
+    let next_week = today + Span::days(7);
+    let page = local_dates(b.js(starts, json!([])).await);
+    assert!(
+        page.iter().all(|d| *d >= today && *d < next_week),
+        "this week is today and the six days after it, in the clinic's zone: {page:?}"
+    );
+
+    b.click("#next-week").await;
+    b.wait_for(
+        "next week's slots",
+        SECS_10,
+        "return [...document.querySelectorAll('#week button.slot')].some((e) => Date.parse(e.dataset.start) > Date.now() + 6 * 86400e3)",
+        json!([]),
+    )
+    .await;
+    let first = b
+        .js(
+            "return [...document.querySelectorAll('#week button.slot')].map((e) => e.dataset.start).sort()[0]",
+            json!([]),
+        )
+        .await;
+    let first = first
+        .as_str()
+        .unwrap()
+        .parse::<chrono::DateTime<Utc>>()
+        .unwrap()
+        .with_timezone(&zone);
+    assert_eq!(
+        (first.date_naive(), first.time()),
+        (next_week, chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap()),
+        "next week starts with the morning of its first day"
+    );
+    assert_clean_console(&b, "patient (far zone)").await;
+    b.close().await;
+}

@@ -244,3 +244,28 @@ export function localDate(iso, zone) {
     .formatToParts(new Date(iso)).map((x) => [x.type, x.value]));
   return `${p.year}-${p.month}-${p.day}`;
 }
+
+/** `date` (YYYY-MM-DD) moved by `days`: calendar arithmetic, no zone. */
+export function addDays(date, days) {
+  const d = new Date(`${date}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + days);
+  return d.toISOString().slice(0, 10);
+}
+
+/** The instant the local date `date` (YYYY-MM-DD) begins in `zone`: its
+ * midnight, found from the zone's UTC offset at that moment (asked twice,
+ * so a DST change on that day is taken into account). */
+export function zoneMidnight(date, zone) {
+  const wall = fmt(zone, {
+    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+    second: "2-digit", hourCycle: "h23", calendar: "iso8601", numberingSystem: "latn",
+  });
+  // The zone's offset at instant `t`: its wall clock there, read as UTC, minus `t`.
+  const offset = (t) => {
+    const p = Object.fromEntries(wall.formatToParts(new Date(t)).map((x) => [x.type, x.value]));
+    return Date.parse(`${p.year}-${p.month}-${p.day}T${p.hour}:${p.minute}:${p.second}Z`) - t;
+  };
+  const utc = Date.parse(`${date}T00:00:00Z`);
+  const first = utc - offset(utc);
+  return new Date(utc - offset(first));
+}

@@ -1,7 +1,7 @@
 // Patient page: find a doctor, watch the week's free times live, hold a
 // slot (with a countdown), sign in, confirm; see, move, cancel and export
 // own appointments.
-import { t, applyStrings, languageSwitch, time, day, dateTime, localDate } from "./i18n.js";
+import { t, applyStrings, languageSwitch, time, day, dateTime, localDate, addDays, zoneMidnight } from "./i18n.js";
 import * as api from "./api.js";
 import { Live } from "./live.js";
 import { registerWorker, el, show, message, clear, retranslate } from "./ui.js";
@@ -10,10 +10,11 @@ registerWorker();
 
 const $ = (id) => document.getElementById(id);
 let lastSub = null; // who the live socket is signed in as
-const DAY = 86_400_000;
 const state = {
   doctor: null,        // the chosen doctor
-  weekStart: startOfToday(),
+  // First day of the week shown (YYYY-MM-DD in the doctor's zone): weeks
+  // run from local midnight to local midnight, wherever the browser is.
+  weekDate: null,
   slots: new Map(),    // start ISO → {start, end, status}
   hold: null,          // the current hold (appointment)
   pending: null,       // a slot picked before signing in
@@ -23,7 +24,8 @@ const state = {
 };
 let countdownTimer = null;
 
-function startOfToday() { const d = new Date(); d.setUTCHours(0, 0, 0, 0); return d; }
+/** Today in the chosen doctor's zone (YYYY-MM-DD). */
+const today = () => localDate(new Date().toISOString(), state.doctor.time_zone);
 
 const live = new Live((up) => {
   $("live-status").textContent = up ? t("live_on") : t("live_off");
@@ -62,7 +64,7 @@ async function search(ev) {
 function choose(d) {
   if (state.doctor) live.unsubscribe(`doctor:${state.doctor.id}`);
   state.doctor = d;
-  state.weekStart = startOfToday();
+  state.weekDate = today();
   show($("doctor"), true);
   $("doctor-h").textContent = d.name;
   watchWeek();
@@ -72,8 +74,9 @@ function choose(d) {
 
 function watchWeek() {
   const d = state.doctor;
-  const from = new Date(Math.max(state.weekStart.getTime(), Date.now()));
-  const to = new Date(state.weekStart.getTime() + 7 * DAY);
+  const zone = d.time_zone;
+  const from = new Date(Math.max(zoneMidnight(state.weekDate, zone).getTime(), Date.now()));
+  const to = zoneMidnight(addDays(state.weekDate, 7), zone);
   state.slots.clear();
   renderWeek();
   live.subscribe(`doctor:${d.id}`, { from: from.toISOString(), to: to.toISOString() }, (m) => {
@@ -119,7 +122,7 @@ function renderWeek() {
       el("h4", {}, day(list[0].start, zone)),
       el("div", { class: "slots" }, ...list.map((s) => slotButton(s)))))
     : [el("p", { class: "muted" }, t("no_slots"))]));
-  $("prev-week").disabled = state.weekStart.getTime() <= startOfToday().getTime();
+  $("prev-week").disabled = state.weekDate <= today();
 }
 
 let suggestions = [];
@@ -350,8 +353,8 @@ $("hold-confirm").addEventListener("click", confirmHold);
 $("hold-release").addEventListener("click", () => release());
 $("sign-out").addEventListener("click", () => { api.signOut(); });
 $("sign-in-open").addEventListener("click", () => { show($("signin"), true); $("email").focus(); });
-$("prev-week").addEventListener("click", () => { state.weekStart = new Date(state.weekStart.getTime() - 7 * DAY); watchWeek(); });
-$("next-week").addEventListener("click", () => { state.weekStart = new Date(state.weekStart.getTime() + 7 * DAY); watchWeek(); });
+$("prev-week").addEventListener("click", () => { state.weekDate = addDays(state.weekDate, -7); watchWeek(); });
+$("next-week").addEventListener("click", () => { state.weekDate = addDays(state.weekDate, 7); watchWeek(); });
 api.onSession(onSession);
 applyStrings();
 onSession(api.claims());

@@ -1,7 +1,7 @@
 // Provider screen: the signed-in doctor's day and week, instant alerts
 // (in-page and browser notifications) from the `provider:{doctor_id}` topic,
 // outcomes (completed / no-show), and charts of the last weeks.
-import { t, languageSwitch, time, day, dateTime, localDate } from "./i18n.js";
+import { t, languageSwitch, time, day, dateTime, localDate, addDays } from "./i18n.js";
 import * as api from "./api.js";
 import { Live } from "./live.js";
 import { el, show, message, clear, registerWorker, retranslate } from "./ui.js";
@@ -165,13 +165,6 @@ const todayDate = () => localDate(new Date().toISOString(), zone());
 function showDay(date) {
   shownDate = date && date !== todayDate() ? date : null;
   refresh();
-}
-
-/** `date` moved by `days` (calendar arithmetic, no time zone involved). */
-function addDays(date, days) {
-  const d = new Date(`${date}T00:00:00Z`);
-  d.setUTCDate(d.getUTCDate() + days);
-  return d.toISOString().slice(0, 10);
 }
 
 $("day-prev").addEventListener("click", () => showDay(addDays(shownDate ?? todayDate(), -1)));
