@@ -142,8 +142,11 @@ async fn two_patients_one_books_and_the_other_sees_the_slot_go_within_a_second()
         .await;
     let (alice, _) = app.user(Role::Patient, None, None).await;
     let driver = Driver::start().await;
-    // Alice on a 360-px phone, Bob on a desktop.
+    // Alice on a 360-px phone whose clock is ten minutes fast (her hold's
+    // countdown must still be right), Bob on a desktop.
     let a = driver.session(360, 740).await;
+    a.before_every_page("const real = Date.now.bind(Date); Date.now = () => real() + 600000;")
+        .await;
     let b = driver.session(1280, 900).await;
     open_doctor(&a, &app.address, fx.doctor.id.0).await;
     open_doctor(&b, &app.address, fx.doctor.id.0).await;

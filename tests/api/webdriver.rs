@@ -189,6 +189,20 @@ impl Browser {
         }
     }
 
+    /// Runs `source` in every page before the page's own scripts, from the
+    /// next navigation on (Chrome DevTools, through chromedriver).
+    pub async fn before_every_page(&self, source: &str) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({
+                "cmd": "Page.addScriptToEvaluateOnNewDocument",
+                "params": {"source": source},
+            })),
+        )
+        .await;
+    }
+
     pub async fn goto(&self, url: &str) {
         self.cmd(reqwest::Method::POST, "/url", Some(json!({"url": url})))
             .await;
@@ -261,6 +275,14 @@ impl Browser {
     pub async fn click(&self, css: &str) {
         for attempt in 1.. {
             let e = self.element(css).await;
+            // Like a person, bring it to the middle of the screen first:
+            // WebDriver scrolls it just into view, where on a phone the
+            // page's fixed message bar may lie over it.
+            self.js(
+                "arguments[0].scrollIntoView({block: 'center'})",
+                json!([{ (ELEMENT): e }]),
+            )
+            .await;
             match self
                 .try_cmd(
                     reqwest::Method::POST,

@@ -66,6 +66,21 @@ export async function accessToken({ fresh = false } = {}) {
   return session?.access_token ?? null;
 }
 
+// This device's clock against the server's, from the first answer's Date
+// header: a phone minutes off would otherwise show a hold's countdown (an
+// instant set by the server) minutes wrong. Small differences are left
+// alone (the header has whole seconds).
+let clockOffset = null;
+function noteServerClock(r) {
+  if (clockOffset !== null) return;
+  const server = Date.parse(r.headers.get("date") ?? "");
+  if (Number.isNaN(server)) return;
+  const skew = server + 500 - Date.now();
+  clockOffset = Math.abs(skew) > 2_000 ? skew : 0;
+}
+/** The server's idea of now (ms since the epoch). */
+export const serverNow = () => Date.now() + (clockOffset ?? 0);
+
 /** Calls the API; throws ApiError with the problem+json on failure. */
 export async function call(method, path, body, { anonymous = false, raw = false } = {}) {
   const headers = {};
@@ -74,6 +89,7 @@ export async function call(method, path, body, { anonymous = false, raw = false 
   if (body !== undefined) headers["content-type"] = "application/json";
   if (method === "POST" && path === "/api/v1/appointments") headers["idempotency-key"] = crypto.randomUUID();
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  noteServerClock(r);
   if (!r.ok) {
     if (r.status === 401 && token) setSession(null);
     throw new ApiError(r.status, await r.json().catch(() => null));

@@ -75,7 +75,7 @@ function choose(d) {
 function watchWeek() {
   const d = state.doctor;
   const zone = d.time_zone;
-  const from = new Date(Math.max(zoneMidnight(state.weekDate, zone).getTime(), Date.now()));
+  const from = new Date(Math.max(zoneMidnight(state.weekDate, zone).getTime(), api.serverNow()));
   const to = zoneMidnight(addDays(state.weekDate, 7), zone);
   state.slots.clear();
   renderWeek();
@@ -107,7 +107,7 @@ function slotButton(s, extra = "") {
 function renderWeek() {
   const zone = state.doctor.time_zone;
   $("zone-note").textContent = t("times_in", { zone });
-  const now = Date.now();
+  const now = api.serverNow();
   const free = [...state.slots.values()]
     .filter((s) => s.status === "free" && Date.parse(s.start) > now)
     .sort((a, b) => a.start.localeCompare(b.start));
@@ -177,7 +177,7 @@ function showHold() {
   // drown everything else); the message line announces the last minute once.
   let warned = false;
   const tick = () => {
-    const left = Math.max(0, Math.round((Date.parse(h.hold_expires_at) - Date.now()) / 1000));
+    const left = Math.max(0, Math.round((Date.parse(h.hold_expires_at) - api.serverNow()) / 1000));
     const mmss = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
     $("hold-countdown").textContent = t("hold_expires", { time: mmss });
     if (left > 0 && left <= 60 && !warned) {
@@ -276,7 +276,7 @@ function renderMine() {
   $("appointments").replaceChildren(...(list.length ? list.map((a) => {
     const d = state.doctors.get(a.doctor_id);
     const zone = d?.time_zone ?? "UTC";
-    const upcoming = a.status === "booked" && Date.parse(a.start) > Date.now();
+    const upcoming = a.status === "booked" && Date.parse(a.start) > api.serverNow();
     return el("li", { class: `appointment ${a.status}`, "data-id": a.id },
       el("div", {},
         el("strong", {}, dateTime(a.start, zone)),
