@@ -177,7 +177,9 @@ function showHold() {
   // drown everything else); the message line announces the last minute once.
   let warned = false;
   const tick = () => {
-    const left = Math.max(0, Math.round((Date.parse(h.hold_expires_at) - api.serverNow()) / 1000));
+    // Whole seconds left, rounded down: never more than the hold's length,
+    // even with the half-second uncertainty of the server's clock.
+    const left = Math.max(0, Math.floor((Date.parse(h.hold_expires_at) - api.serverNow()) / 1000));
     const mmss = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
     $("hold-countdown").textContent = t("hold_expires", { time: mmss });
     if (left > 0 && left <= 60 && !warned) {
