@@ -15,6 +15,14 @@
 //! bookings) until commit, so one doctor's alert ids commit in id order even
 //! when several nodes write for the doctor: a reader paging with
 //! `id > last_seen` cannot skip an alert that commits late.
+//!
+//! # Layout
+//!
+//! - this file: the pool, the commit lanes (group commit) and the queries;
+//! - `connect`: how the database URL becomes connections (plain, or TLS
+//!   verified with rustls for `sslmode=require`);
+//! - `privacy`: encrypted patient fields, export, erasure, key rotation and
+//!   the one-time passes over data written before encryption.
 
 use std::sync::{Arc, OnceLock};
 
