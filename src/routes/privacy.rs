@@ -329,7 +329,7 @@ pub async fn erase_me(
 }
 
 /// Erases a patient of the caller's clinic (platform admins: any patient):
-/// see [`clinic_may_erase`].
+/// see `clinic_may_erase`.
 #[utoipa::path(post, path = "/api/v1/patients/{id}/erase", tag = "privacy",
     security(("bearer" = [])),
     responses((status = 200, body = ErasureReport), (status = 403, body = crate::error::Problem,
