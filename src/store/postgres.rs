@@ -76,29 +76,10 @@ macro_rules! alert_lock {
     };
 }
 
-/// A store error with its causes: tokio-postgres says only "db error" and
-/// keeps what PostgreSQL said in its source. Of the server's error only the
-/// SQLSTATE and the message are kept: its DETAIL can quote a whole row
-/// ("Failing row contains …"), which has no place in a log.
+/// A store error naming its causes (see [`connect::describe`]: never
+/// PostgreSQL's DETAIL).
 fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
-    let e = e.into();
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        if let Some(db) = cause.downcast_ref::<tokio_postgres::error::DbError>() {
-            text.push_str(&format!(
-                "{} {}: {}",
-                db.severity(),
-                db.code().code(),
-                db.message()
-            ));
-            break;
-        }
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    StoreError(text)
+    StoreError(connect::describe(e.into().as_ref()))
 }
 
 /// Creates the database named in `url` if it does not exist yet.

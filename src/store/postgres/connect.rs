@@ -54,7 +54,7 @@ impl Target {
     /// tokio-postgres does not know.
     pub fn parse(url: &str) -> Result<Self, ConnectError> {
         let (url, root_cert) = take_root_cert(url)?;
-        let mut config = Config::from_str(&url).map_err(|e| ConnectError::Url(with_causes(&e)))?;
+        let mut config = Config::from_str(&url).map_err(|e| ConnectError::Url(describe(&e)))?;
         let tls = match config.get_ssl_mode() {
             SslMode::Require => Some(MakeRustlsConnect::new(client_config(root_cert)?)),
             mode => {
@@ -79,7 +79,7 @@ impl Target {
             Some(tls) => self.config.connect(tls.clone()).await.and_then(spawned),
             None => self.config.connect(NoTls).await.and_then(spawned),
         };
-        client.map_err(|e| with_causes(&e))
+        client.map_err(|e| describe(&e))
     }
 
     /// A deadpool manager for this target.
@@ -108,12 +108,25 @@ where
     Ok(client)
 }
 
-/// `e: cause: cause…`
-fn with_causes(e: &dyn std::error::Error) -> String {
+/// An error with its causes, `e: cause: cause…`: tokio-postgres says only
+/// "db error" or "error performing TLS handshake" and keeps the reason in
+/// its source. Of PostgreSQL's own error only the severity, SQLSTATE and
+/// message are kept: its DETAIL can quote a whole row ("Failing row
+/// contains …"), which has no place in a log.
+pub(super) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
         text.push_str(": ");
+        if let Some(db) = cause.downcast_ref::<tokio_postgres::error::DbError>() {
+            text.push_str(&format!(
+                "{} {}: {}",
+                db.severity(),
+                db.code().code(),
+                db.message()
+            ));
+            break;
+        }
         text.push_str(&cause.to_string());
         source = cause.source();
     }
@@ -135,10 +148,12 @@ fn take_root_cert(url: &str) -> Result<(String, Option<PathBuf>), ConnectError> 
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "sslrootcert" => {
-                let path = percent_decode(value).ok_or_else(|| {
-                    ConnectError::Url(format!("sslrootcert is not valid UTF-8: {value}"))
-                })?;
-                root = Some(PathBuf::from(path));
+                let path = percent_encoding::percent_decode_str(value)
+                    .decode_utf8()
+                    .map_err(|_| {
+                        ConnectError::Url(format!("sslrootcert is not valid UTF-8: {value}"))
+                    })?;
+                root = Some(PathBuf::from(path.into_owned()));
             }
             "sslmode" if value == "verify-ca" || value == "verify-full" => {
                 kept.push("sslmode=require".to_string());
@@ -152,26 +167,6 @@ fn take_root_cert(url: &str) -> Result<(String, Option<PathBuf>), ConnectError> 
         format!("{base}?{}", kept.join("&"))
     };
     Ok((url, root))
-}
-
-/// `%XX` decoding (a path in a URL).
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = s.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// rustls client settings: ring, and the roots to trust.
