@@ -256,11 +256,12 @@ impl PgStore {
         // Done: V7's checks (only codes in the plaintext columns) now hold
         // for every row; the list goes, and with it V7's one exception to
         // the append-only history (blanking a note): V1's strict trigger is
-        // back, in the same transaction.
+        // back, in the same transaction. (One simple-query message without
+        // BEGIN/COMMIT is one implicit transaction, and an error in it
+        // leaves no aborted transaction behind on the pooled connection.)
         client
             .batch_execute(
-                "BEGIN;
-                 ALTER TABLE appointments VALIDATE CONSTRAINT appointments_cancel_reason_is_a_code;
+                "ALTER TABLE appointments VALIDATE CONSTRAINT appointments_cancel_reason_is_a_code;
                  ALTER TABLE appointment_history VALIDATE CONSTRAINT appointment_history_cancel_note_is_a_code;
                  DROP TABLE IF EXISTS legacy_cancel_reasons;
                  CREATE OR REPLACE FUNCTION appointment_history_is_append_only()
@@ -268,8 +269,7 @@ impl PgStore {
                  BEGIN
                      RAISE EXCEPTION 'appointment_history is append-only';
                  END;
-                 $$;
-                 COMMIT;",
+                 $$;",
             )
             .await
             .map_err(unavailable)?;
