@@ -321,6 +321,18 @@ pub struct AuthUser {
     pub clinic_id: Option<ClinicId>,
 }
 
+impl From<&Claims> for AuthUser {
+    /// Who a verified token speaks for.
+    fn from(c: &Claims) -> Self {
+        AuthUser {
+            id: c.sub,
+            role: c.role,
+            doctor_id: c.doctor_id,
+            clinic_id: c.clinic_id,
+        }
+    }
+}
+
 impl AuthUser {
     /// Whether the caller administers `clinic`.
     pub fn administers(&self, clinic: ClinicId) -> bool {
@@ -353,13 +365,7 @@ impl FromRequest for AuthUser {
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
                 .ok_or_else(|| ApiError::unauthorized("expected a Bearer token"))?;
-            let c = keys.verify(token.trim())?;
-            Ok(AuthUser {
-                id: c.sub,
-                role: c.role,
-                doctor_id: c.doctor_id,
-                clinic_id: c.clinic_id,
-            })
+            Ok(AuthUser::from(&keys.verify(token.trim())?))
         })();
         Box::pin(async move { result })
     }

@@ -119,12 +119,7 @@ impl WsSession {
                     None,
                 ),
                 Ok(c) => {
-                    let user = AuthUser {
-                        id: c.sub,
-                        role: c.role,
-                        doctor_id: c.doctor_id,
-                        clinic_id: c.clinic_id,
-                    };
+                    let user = AuthUser::from(&c);
                     self.token_expires = c.exp;
                     self.owner = Some(user.id);
                     self.schedule_expiry(ctx);
@@ -506,15 +501,7 @@ pub async fn live(
     let token = header_token.or_else(|| q.access_token.clone());
     let (user, token_expires) = match token {
         Some(t) => match keys.verify(&t) {
-            Ok(c) => (
-                Some(AuthUser {
-                    id: c.sub,
-                    role: c.role,
-                    doctor_id: c.doctor_id,
-                    clinic_id: c.clinic_id,
-                }),
-                c.exp,
-            ),
+            Ok(c) => (Some(AuthUser::from(&c)), c.exp),
             Err(e) => return Err(e.into()),
         },
         None => (None, 0),
