@@ -78,7 +78,7 @@ export class Live {
       this.backoff = 500;
       this.connected = true;
       const token = await accessToken();
-      if (token) { this.sentToken = token; ws.send(JSON.stringify({ type: "auth", token })); }
+      if (token) this.sendAuth(token);
       for (const topic of this.topics.keys()) this.sendSubscribe(topic);
       this.onStatus(true);
     };
