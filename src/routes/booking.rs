@@ -125,9 +125,15 @@ pub struct SlotsOut {
 }
 
 /// `from`..`to` (RFC 3339) of a query, at most `limits.max_slot_query_days`
-/// long: no one asks for ten years at once.
+/// long.
 fn bounded_range(state: &State, from: &str, to: &str) -> Result<TimeRange, ApiError> {
     let range = TimeRange::new(parse_instant("from", from)?, parse_instant("to", to)?)?;
+    within_query_limit(state, range)
+}
+
+/// `range` if it is at most `limits.max_slot_query_days` long: no one asks
+/// for ten years at once.
+pub(crate) fn within_query_limit(state: &State, range: TimeRange) -> Result<TimeRange, ApiError> {
     let max = Duration::days(state.settings.limits.max_slot_query_days);
     if range.duration() > max {
         return Err(ApiError::unprocessable(

@@ -89,13 +89,7 @@ pub async fn suggestions(
             .map(|s| parse_instant("to", s))
             .transpose()?
             .unwrap_or(from + Duration::days(14));
-    let range = TimeRange::new(from, to)?;
-    if range.duration() > Duration::days(state.settings.limits.max_slot_query_days) {
-        return Err(ApiError::unprocessable(
-            "range_too_long",
-            "ask for a shorter range",
-        ));
-    }
+    let range = super::booking::within_query_limit(&state, TimeRange::new(from, to)?)?;
     let limit = q.limit.unwrap_or(5);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::unprocessable(
